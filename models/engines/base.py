@@ -1,0 +1,71 @@
+"""What an engine is, as seen from inside its runner process.
+
+An engine loads one model and runs jobs on it, one at a time. Jobs, events and
+results are plain data (str, numbers, bools, lists, dicts, bytes) because they
+cross a process boundary. An engine never knows about HTTP.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, Protocol
+
+from models.errors import Cancelled
+
+Job = dict[str, Any]
+Event = dict[str, Any]
+
+
+class JobContext:
+    """Handed to `Engine.run`: send partial results, and ask whether to stop."""
+
+    def __init__(self, emit: Callable[[Event], None], is_cancelled: Callable[[], bool]):
+        self._emit = emit
+        self._is_cancelled = is_cancelled
+
+    def emit(self, data: Event) -> None:
+        """Send one partial result (a segment, a sentence of audio, a token) to the server now."""
+        self._emit(data)
+
+    @property
+    def cancelled(self) -> bool:
+        return self._is_cancelled()
+
+    def check(self) -> None:
+        """Raise `Cancelled` if the client went away. Call between segments, sentences, tokens."""
+        if self._is_cancelled():
+            raise Cancelled("The client closed the connection.")
+
+
+class Engine(Protocol):
+    """An engine class is built as `Engine(spec)` inside the runner; building it loads the model.
+
+    `spec` is `InstalledModel.to_spec()` plus `"settings"` (a dict of the app settings
+    an engine may need) and `"device"` (`"auto"`, `"cpu"` or `"cuda"`).
+    """
+
+    def __init__(self, spec: dict[str, Any]) -> None: ...
+
+    def info(self) -> dict[str, Any]:
+        """Where and how the model runs, e.g. `{"device": "cpu", "compute_type": "int8"}`."""
+        ...
+
+    def run(self, job: Job, ctx: JobContext) -> dict[str, Any]:
+        """Run one job; `ctx.emit` partial results; return the final result.
+
+        Raise `models.errors` classes for failures the user can act on (with
+        `provider` set to the engine's name); anything else becomes a 500 `unknown`.
+        """
+        ...
+
+    def close(self) -> None:
+        """Free what `__init__` took. The process exits right after, so this may do nothing."""
+        ...
+
+
+# Engine name (catalog `engine` field) -> "module:Class" loaded inside the runner.
+ENGINE_CLASSES: dict[str, str] = {
+    "faster-whisper": "models.engines.whisper:WhisperEngine",
+    "piper": "models.engines.piper:PiperEngine",
+    "llama.cpp": "models.engines.llama:LlamaEngine",
+}

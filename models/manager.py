@@ -1,0 +1,354 @@
+"""The manager: the one owner of model lifecycle.
+
+It loads a model into its runner on first use (or when the user asks), keeps
+it while it is used, unloads it when its keep-alive runs out, evicts idle
+models when memory is short, and hands out the model's single job slot. Every
+other part of the app asks the manager; nobody else starts or stops runners.
+
+States are explicit: installed -> loading -> loaded -> unloading -> installed,
+and failed when the last load did not work (the next request tries again).
+Each model has one asyncio lock that serialises its loads and unloads, so
+concurrent load, unload and job calls cannot double-load or leak a process.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import enum
+import importlib.util
+import logging
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from models.engines.base import ENGINE_CLASSES
+from models.errors import AistackError, Busy, EngineUnavailable, Malformed
+from models.runner import JobEvent, Runner
+from models.settings import Settings
+from models.store import InstalledModel, ModelStore
+
+log = logging.getLogger("aistack.manager")
+
+
+class ModelState(str, enum.Enum):
+    INSTALLED = "installed"
+    LOADING = "loading"
+    LOADED = "loaded"
+    UNLOADING = "unloading"
+    FAILED = "failed"
+
+
+@dataclass
+class _Record:
+    id: str
+    state: ModelState = ModelState.INSTALLED
+    runner: Runner | None = None
+    pinned: bool = False  # loaded by the user: stays until the user unloads it
+    leased: bool = False  # a request holds the job slot
+    last_used: float = 0.0
+    expires_at: float | None = None
+    error: str | None = None
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+
+
+def parse_keep_alive(value: Any) -> float | None:
+    """Seconds from `300`, `"30s"`, `"5m"`, `"1h"`, `-1` (for ever) or `0` (unload now); None if missing."""
+    if value is None or value == "":
+        return None
+    if isinstance(value, bool):
+        raise Malformed("keep_alive must be seconds or a duration like '30s', '5m' or '1h'.")
+    if isinstance(value, int | float):
+        seconds = float(value)
+    else:
+        text = str(value).strip().lower()
+        units = {"ms": 0.001, "s": 1, "m": 60, "h": 3600}
+        unit = next((u for u in ("ms", "s", "m", "h") if text.endswith(u)), "")
+        try:
+            seconds = float(text[: len(text) - len(unit)] if unit else text) * units.get(unit, 1)
+        except ValueError:
+            raise Malformed(f"keep_alive '{value}' is not a duration: use seconds or e.g. '30s', '5m', '1h'.") from None
+    return -1.0 if seconds < 0 else seconds
+
+
+class Lease:
+    """The right to run jobs on one loaded model. Release it exactly once (`release` is idempotent)."""
+
+    def __init__(self, manager: Manager, record: _Record, model: InstalledModel, keep_alive: float | None):
+        self.manager = manager
+        self.model = model
+        self._record = record
+        self._keep_alive = keep_alive
+        self._released = False
+        assert record.runner is not None
+        self.runner: Runner = record.runner
+        self.acquired_at = time.monotonic()
+
+    @property
+    def device(self) -> str:
+        return str(self.runner.info.get("device", "cpu"))
+
+    async def stream(self, job: dict[str, Any]) -> AsyncIterator[JobEvent]:
+        """Partial results as they come, then the final one."""
+        async for event in self.runner.run(job):
+            yield event
+
+    async def run(self, job: dict[str, Any]) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+        """Run to the end: (partial results, final result)."""
+        partials: list[dict[str, Any]] = []
+        stream = self.runner.run(job)
+        try:
+            async for event in stream:
+                if event.final:
+                    return partials, event.data
+                partials.append(event.data)
+        finally:
+            await stream.aclose()
+        raise EngineUnavailable(f"Model {self.model.id} ended the job without a result.", provider=self.model.engine)
+
+    def release(self) -> None:
+        if not self._released:
+            self._released = True
+            self.manager._release(self._record, self._keep_alive)
+
+
+class Manager:
+    """Loads, unloads and schedules models. Create inside the running event loop."""
+
+    def __init__(self, store: ModelStore, settings: Settings, *, engines: dict[str, str] | None = None):
+        self.store = store
+        self.settings = settings
+        self.engines = {**ENGINE_CLASSES, **(engines or {})}
+        self._records: dict[str, _Record] = {}
+        self._sweeper: asyncio.Task[None] | None = None
+        self._closing = False
+        self._engine_ok: dict[str, bool] = {}
+
+    # Start and stop ------------------------------------------------------------------
+    async def start(self) -> None:
+        if self._sweeper is None:
+            self._sweeper = asyncio.create_task(self._sweep_forever(), name="aistack-keep-alive")
+
+    async def close(self) -> None:
+        self._closing = True
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._sweeper
+        await self.unload_all()
+
+    # Queries -------------------------------------------------------------------------
+    def engine_available(self, engine: str) -> bool:
+        """True when the engine's Python modules can be imported (checked without importing them)."""
+        if engine not in self._engine_ok:
+            from models.catalog import ENGINE_MODULES
+
+            path = self.engines.get(engine)
+            modules = ENGINE_MODULES.get(engine, (path.partition(":")[0],) if path else ())
+            self._engine_ok[engine] = bool(path) and all(_module_exists(m) for m in modules)
+        return self._engine_ok[engine]
+
+    def servable(self) -> list[InstalledModel]:
+        """Installed models whose engine can run here: what /v1/models lists."""
+        return [m for m in self.store.installed() if self.engine_available(m.engine)]
+
+    def status(self, model_id: str) -> dict[str, Any]:
+        record = self._records.get(model_id)
+        if record is None:
+            return {"state": ModelState.INSTALLED.value, "loaded": False}
+        runner = record.runner
+        return {
+            "state": record.state.value,
+            "loaded": record.state == ModelState.LOADED,
+            "pinned": record.pinned,
+            "busy": record.leased or (runner is not None and not runner.idle),
+            "device": runner.info.get("device") if runner and record.state == ModelState.LOADED else None,
+            "runner_pid": runner.pid if runner else None,
+            "expires_in_sec": None if record.expires_at is None else max(0.0, record.expires_at - time.monotonic()),
+            "error": record.error,
+            "info": dict(runner.info) if runner else {},
+        }
+
+    def runner_pids(self) -> list[int]:
+        return [r.runner.pid for r in self._records.values() if r.runner is not None and r.runner.pid is not None]
+
+    # Loading -------------------------------------------------------------------------
+    def _record(self, model_id: str) -> _Record:
+        record = self._records.get(model_id)
+        if record is None:
+            record = self._records[model_id] = _Record(model_id)
+        return record
+
+    def _installed(self, model_id: str) -> InstalledModel:
+        model = self.store.get(model_id)
+        if model is None:
+            raise Malformed(f"Model '{model_id}' is not installed.")
+        if not self.engine_available(model.engine):
+            raise EngineUnavailable(
+                f"The {model.engine} engine is not available in this installation, so {model_id} cannot run.",
+            )
+        return model
+
+    async def load(self, model_id: str, *, pinned: bool = True) -> dict[str, Any]:
+        """Load a model (the user asked: it stays until unloaded)."""
+        model = self._installed(model_id)
+        record = self._record(model_id)
+        async with record.lock:
+            await self._ensure_loaded(record, model)
+            if pinned:
+                record.pinned = True
+                record.expires_at = None
+        return self.status(model_id)
+
+    async def _ensure_loaded(self, record: _Record, model: InstalledModel) -> Runner:
+        """With `record.lock` held: return a live runner, starting one if needed."""
+        if record.runner is not None and record.runner.alive:
+            return record.runner
+        if record.runner is not None:  # it died; clean up what is left of it
+            await asyncio.to_thread(record.runner.kill)
+            record.runner = None
+        if self._closing:
+            raise EngineUnavailable("aistack is shutting down.")
+        await self._make_room(model)
+        record.state, record.error = ModelState.LOADING, None
+        spec = {**model.to_spec(), "settings": self.settings.model_dump(mode="json"), "device": "auto"}
+        runner = Runner(
+            self.engines[model.engine],
+            spec,
+            load_timeout=self.settings.model_load_timeout_sec,
+            cancel_grace=self.settings.cancel_grace_sec,
+        )
+        started = time.monotonic()
+        try:
+            await runner.start()
+        except AistackError as exc:
+            record.state, record.error = ModelState.FAILED, exc.message
+            raise
+        except BaseException as exc:
+            await asyncio.to_thread(runner.kill)
+            record.state, record.error = ModelState.FAILED, str(exc)
+            raise
+        log.info("loaded %s in %.2f s on %s (pid %s)", model.id, time.monotonic() - started,
+                 runner.info.get("device", "cpu"), runner.pid)
+        record.runner, record.state = runner, ModelState.LOADED
+        record.last_used = time.monotonic()
+        record.expires_at = None if record.pinned else self._expiry(None)
+        return runner
+
+    async def _make_room(self, model: InstalledModel) -> None:
+        """Unload idle models, least recently used first, until the new one should fit in RAM."""
+        import psutil
+
+        need = int(model.size_bytes * 1.3) + (256 << 20)
+        reserve = self.settings.memory_reserve_mb << 20
+        while psutil.virtual_memory().available - reserve < need:
+            idle = [
+                r for r in self._records.values()
+                if r.state == ModelState.LOADED and not r.leased and r.runner is not None and r.runner.idle
+            ]
+            if not idle:
+                free_mb = psutil.virtual_memory().available >> 20
+                raise EngineUnavailable(
+                    f"Not enough memory to load {model.id}: it needs about {need >> 20} MB and {free_mb} MB are free "
+                    "after keeping a reserve. Unload other models or close other programs.",
+                )
+            victim = min(idle, key=lambda r: (r.pinned, r.last_used))
+            log.info("evicting %s to make room for %s", victim.id, model.id)
+            await self._unload_locked_free(victim)
+
+    # Jobs ----------------------------------------------------------------------------
+    async def acquire(self, model_id: str, *, keep_alive: float | None = None) -> Lease:
+        """Load if needed and take the model's job slot, or raise `Busy`."""
+        model = self._installed(model_id)
+        record = self._record(model_id)
+        async with record.lock:
+            runner = await self._ensure_loaded(record, model)
+            if not record.leased and runner.cancelling:
+                # A disconnected client's job is stopping; it frees the slot within the grace period.
+                await runner.wait_idle(self.settings.cancel_grace_sec + 1)
+                if not runner.alive:
+                    runner = await self._ensure_loaded(record, model)
+            if record.leased or not runner.idle:
+                raise Busy(
+                    f"Model {model_id} is busy with another request. Retry in a few seconds.",
+                    retry_after=self.settings.busy_retry_after_sec,
+                )
+            record.leased = True
+            record.expires_at = None
+            return Lease(self, record, model, keep_alive)
+
+    def _release(self, record: _Record, keep_alive: float | None) -> None:
+        record.leased = False
+        record.last_used = time.monotonic()
+        if record.runner is None or not record.runner.alive:
+            # The engine died during the job; reap it now so state and processes stay true.
+            asyncio.get_running_loop().create_task(self._reap(record.id))
+            return
+        if record.pinned:
+            record.expires_at = None
+        elif keep_alive == 0:
+            asyncio.get_running_loop().create_task(self._unload_if_idle(record.id))
+        else:
+            record.expires_at = self._expiry(keep_alive)
+
+    def _expiry(self, keep_alive: float | None) -> float | None:
+        seconds = self.settings.model_keep_alive_sec if keep_alive is None else keep_alive
+        return None if seconds < 0 else time.monotonic() + seconds
+
+    # Unloading -----------------------------------------------------------------------
+    async def unload(self, model_id: str) -> dict[str, Any]:
+        """Stop the model's runner (a job in flight ends with an error). No-op if not loaded."""
+        record = self._records.get(model_id)
+        if record is not None:
+            async with record.lock:
+                await self._unload_locked_free(record)
+        return self.status(model_id)
+
+    async def unload_all(self) -> None:
+        """Free all memory at once (the tray's "Free GPU memory")."""
+        await asyncio.gather(*(self.unload(model_id) for model_id in list(self._records)), return_exceptions=True)
+
+    async def _unload_locked_free(self, record: _Record) -> None:
+        runner, record.runner = record.runner, None
+        record.pinned, record.expires_at = False, None
+        if runner is not None:
+            record.state = ModelState.UNLOADING
+            runner.crash_reason = runner.crash_reason or "the model was unloaded"
+            # A job in flight is not waited for: unloading means the memory comes back now.
+            await asyncio.to_thread(runner.stop if runner.idle else runner.kill)
+            log.info("unloaded %s", record.id)
+        record.state = ModelState.INSTALLED
+
+    async def _unload_if_idle(self, model_id: str) -> None:
+        record = self._records.get(model_id)
+        if record is None:
+            return
+        async with record.lock:
+            if not record.leased and not record.pinned and record.runner is not None and record.runner.idle:
+                await self._unload_locked_free(record)
+
+    async def _reap(self, model_id: str) -> None:
+        record = self._records.get(model_id)
+        if record is None:
+            return
+        async with record.lock:
+            if record.runner is not None and not record.runner.alive and not record.leased:
+                await self._unload_locked_free(record)
+
+    async def _sweep_forever(self) -> None:
+        while True:
+            await asyncio.sleep(0.5)
+            now = time.monotonic()
+            for record in list(self._records.values()):
+                if record.runner is not None and not record.runner.alive and not record.leased:
+                    await self._reap(record.id)
+                elif record.expires_at is not None and record.expires_at <= now and not record.leased:
+                    await self._unload_if_idle(record.id)
+
+
+def _module_exists(name: str) -> bool:
+    try:
+        return importlib.util.find_spec(name) is not None
+    except (ImportError, ValueError):
+        return False

@@ -1,0 +1,278 @@
+"""The server side of a runner process: spawn it, send jobs, stream events back, stop or kill it.
+
+One runner holds one loaded model and runs one job at a time. A reader thread
+takes every message off the pipe and hands it to the event loop, so streaming
+costs no polling. When the process dies (segfault, OOM kill, `os._exit`), the
+job in flight gets an `EngineUnavailable` saying so and the runner is marked
+dead; the manager starts a new one on the next request.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+import multiprocessing
+import signal
+import threading
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any
+
+from models.errors import AistackError, EngineUnavailable
+
+log = logging.getLogger("aistack.runner")
+_SPAWN = multiprocessing.get_context("spawn")
+
+
+@dataclass
+class JobEvent:
+    """One event of a job: a partial result (`final=False`) or the final result."""
+
+    final: bool
+    data: dict[str, Any]
+
+
+class _JobChannel:
+    def __init__(self, job_id: int):
+        self.id = job_id
+        self.queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+        self.abandoned = False
+
+
+class Runner:
+    """A child process running one engine for one model."""
+
+    def __init__(self, engine_path: str, spec: dict[str, Any], *, load_timeout: float = 180, cancel_grace: float = 3):
+        self.engine_path = engine_path
+        self.spec = spec
+        self.model_id = str(spec.get("id"))
+        self.provider = str(spec.get("engine", "aistack"))
+        self.load_timeout = load_timeout
+        self.cancel_grace = cancel_grace
+        self.info: dict[str, Any] = {}
+        self.crash_reason: str | None = None
+        self._process: Any = None
+        self._conn: Any = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._job: _JobChannel | None = None
+        self._ids = itertools.count(1)
+        self._idle = asyncio.Event()
+        self._idle.set()
+        self._kill_timer: asyncio.TimerHandle | None = None
+
+    # Lifecycle -----------------------------------------------------------------------
+    @property
+    def pid(self) -> int | None:
+        return self._process.pid if self._process is not None else None
+
+    @property
+    def alive(self) -> bool:
+        return self._process is not None and self._process.is_alive() and self.crash_reason is None
+
+    @property
+    def idle(self) -> bool:
+        return self._job is None
+
+    async def start(self) -> dict[str, Any]:
+        """Spawn the process and wait until the model is loaded. Raises `AistackError` on failure."""
+        self._loop = asyncio.get_running_loop()
+        await asyncio.to_thread(self._spawn_and_wait)
+        threading.Thread(target=self._read_forever, name=f"runner-{self.model_id}", daemon=True).start()
+        return self.info
+
+    def _spawn_and_wait(self) -> None:
+        from models import runner_process
+
+        parent, child = _SPAWN.Pipe(duplex=True)
+        self._process = _SPAWN.Process(
+            target=runner_process.main,
+            args=(child, self.engine_path, self.spec),
+            name=f"aistack-runner-{self.model_id}",
+            daemon=True,
+        )
+        self._process.start()
+        child.close()
+        self._conn = parent
+        try:
+            if not parent.poll(self.load_timeout):
+                raise EngineUnavailable(
+                    f"Model {self.model_id} did not finish loading within {self.load_timeout:.0f} s.",
+                    provider=self.provider,
+                )
+            msg = parent.recv()
+        except (EOFError, OSError):
+            self._process.join(timeout=2)
+            raise EngineUnavailable(
+                f"The {self.provider} engine crashed while loading model {self.model_id} "
+                f"({self._exit_description()}). The model file may be damaged or unsupported on this machine.",
+                provider=self.provider,
+            ) from None
+        except BaseException:
+            self.kill()
+            raise
+        if msg.get("type") != "ready":
+            self.kill()
+            error = AistackError.from_dict(msg.get("error") or {})
+            if error.kind == "unknown":  # a load failure is "retry later / fix the model", not a bug
+                error = EngineUnavailable(error.message, provider=error.provider)
+            raise error
+        self.info = dict(msg.get("info") or {})
+
+    def _exit_description(self) -> str:
+        code = self._process.exitcode if self._process is not None else None
+        if code is None:
+            return "no exit code"
+        if code < 0:
+            try:
+                return f"killed by {signal.Signals(-code).name}"
+            except ValueError:
+                return f"signal {-code}"
+        return f"exit code {code}"
+
+    def stop(self, timeout: float = 5.0) -> None:
+        """Ask the process to exit; kill it if it does not. Blocking: call via `asyncio.to_thread`."""
+        if self._process is None:
+            return
+        try:
+            if self._process.is_alive() and self._conn is not None:
+                self._conn.send({"op": "stop"})
+        except (OSError, ValueError, BrokenPipeError):
+            pass
+        self._process.join(timeout)
+        if self._process.is_alive():
+            self.kill()
+        self._close_conn()
+
+    def kill(self) -> None:
+        if self._process is not None and self._process.is_alive():
+            self._process.kill()
+            self._process.join(5)
+        self._close_conn()
+
+    def _close_conn(self) -> None:
+        if self._conn is not None:
+            try:
+                self._conn.close()
+            except OSError:
+                pass
+
+    # Reading -------------------------------------------------------------------------
+    def _read_forever(self) -> None:
+        conn, loop = self._conn, self._loop
+        assert conn is not None and loop is not None
+        while True:
+            try:
+                msg = conn.recv()
+            except (EOFError, OSError, TypeError):
+                break
+            try:
+                loop.call_soon_threadsafe(self._dispatch, msg)
+            except RuntimeError:  # loop closed: the server is shutting down
+                return
+        if self._process is not None:
+            self._process.join(timeout=5)
+        try:
+            loop.call_soon_threadsafe(self._on_exit)
+        except RuntimeError:
+            pass
+
+    def _dispatch(self, msg: dict[str, Any]) -> None:
+        job = self._job
+        if job is None or msg.get("id") != job.id:
+            return
+        job.queue.put_nowait(msg)
+        if msg.get("type") in ("done", "error"):
+            self._finish_job()
+
+    def _on_exit(self) -> None:
+        if self.crash_reason is None:
+            self.crash_reason = self._exit_description()
+            log.warning("runner for %s exited (%s)", self.model_id, self.crash_reason)
+        job = self._job
+        if job is not None:
+            error = EngineUnavailable(
+                f"The {self.provider} engine stopped unexpectedly ({self.crash_reason}) while running model "
+                f"{self.model_id}. Try again: the next request starts it afresh.",
+                provider=self.provider,
+            )
+            job.queue.put_nowait({"type": "error", "id": job.id, "error": error.to_dict()})
+            self._finish_job()
+
+    def _finish_job(self) -> None:
+        self._job = None
+        if self._kill_timer is not None:
+            self._kill_timer.cancel()
+            self._kill_timer = None
+        self._idle.set()
+
+    # Jobs ----------------------------------------------------------------------------
+    async def run(self, job: dict[str, Any]) -> AsyncIterator[JobEvent]:
+        """Run a job; yield partial results, then the final one. Errors are raised.
+
+        If the consumer stops early (client disconnect), the job is cancelled in
+        the background: the runner is told to stop and killed if it does not
+        within `cancel_grace` seconds. No await happens on that path, so it is
+        safe inside a cancelled task.
+        """
+        if not self.alive:
+            raise EngineUnavailable(f"Model {self.model_id} is not running. Try again.", provider=self.provider)
+        if self._job is not None:
+            raise RuntimeError("runner already has a job")  # the manager's slot prevents this
+        channel = _JobChannel(next(self._ids))
+        self._job = channel
+        self._idle.clear()
+        finished = False
+        try:
+            self._conn.send({"op": "job", "id": channel.id, "job": job})
+            while True:
+                msg = await channel.queue.get()
+                kind = msg.get("type")
+                if kind == "data":
+                    yield JobEvent(False, msg.get("data") or {})
+                elif kind == "done":
+                    finished = True
+                    yield JobEvent(True, msg.get("result") or {})
+                    return
+                else:
+                    finished = True
+                    raise AistackError.from_dict(msg.get("error") or {})
+        except (OSError, ValueError, BrokenPipeError):
+            finished = True
+            self._finish_job()
+            raise EngineUnavailable(f"Model {self.model_id} is not running. Try again.", provider=self.provider) from None
+        finally:
+            if not finished:
+                self.cancel(channel.id)
+
+    def cancel(self, job_id: int) -> None:
+        """Ask the runner to drop job `job_id`; kill the process if it has not stopped in time."""
+        job = self._job
+        if job is None or job.id != job_id or job.abandoned:
+            return
+        job.abandoned = True
+        try:
+            self._conn.send({"op": "cancel", "id": job_id})
+        except (OSError, ValueError):
+            pass
+        loop = self._loop or asyncio.get_event_loop()
+        self._kill_timer = loop.call_later(self.cancel_grace, self._kill_if_stuck, job_id)
+
+    def _kill_if_stuck(self, job_id: int) -> None:
+        if self._job is not None and self._job.id == job_id:
+            log.warning("runner for %s ignored cancel for %.1f s; killing it", self.model_id, self.cancel_grace)
+            self.crash_reason = "killed after it did not stop a cancelled job"
+            if self._process is not None and self._process.is_alive():
+                self._process.kill()
+            self._finish_job()
+
+    @property
+    def cancelling(self) -> bool:
+        return self._job is not None and self._job.abandoned
+
+    async def wait_idle(self, timeout: float) -> bool:
+        try:
+            await asyncio.wait_for(self._idle.wait(), timeout)
+        except asyncio.TimeoutError:
+            return False
+        return True

@@ -1,0 +1,70 @@
+"""One place that turns every failure into the contract's error envelope."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from models.errors import AistackError, Malformed, MethodNotAllowed, NotFound, Unknown
+
+log = logging.getLogger("aistack.server")
+
+
+def envelope(error: AistackError) -> JSONResponse:
+    return JSONResponse({"error": error.to_dict()}, status_code=error.status, headers=error.headers)
+
+
+def unexpected(exc: BaseException) -> AistackError:
+    """A bug: logged with its traceback by the caller; the client gets no internals."""
+    return Unknown("aistack hit an internal error. It has been logged; please report it with the X-Request-ID.")
+
+
+def describe_validation(errors: list[Any]) -> str:
+    """Name the offending fields in words a user can act on."""
+    parts = []
+    for err in errors[:5]:
+        loc = [str(p) for p in err.get("loc", ()) if p not in ("body", "query", "path", "header", "form")]
+        field = ".".join(loc) or "body"
+        msg = str(err.get("msg", "is invalid"))
+        if err.get("type") == "missing":
+            parts.append(f"'{field}' is required")
+        elif err.get("type") == "json_invalid":
+            parts.append("the body is not valid JSON")
+        elif err.get("type") == "model_attributes_type" or (field == "body" and "dict" in msg):
+            parts.append("the body must be a JSON object")
+        else:
+            parts.append(f"'{field}': {msg}")
+    return "Invalid request: " + "; ".join(parts) + "."
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(AistackError)
+    async def _aistack(request: Request, exc: AistackError) -> JSONResponse:
+        return envelope(exc)
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:
+        return envelope(Malformed(describe_validation(list(exc.errors()))))
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        path = request.url.path[:200]
+        if exc.status_code == 404:
+            error: AistackError = NotFound(f"There is no {request.method} {path} here. See /docs for the API.")
+        elif exc.status_code == 405:
+            error = MethodNotAllowed(f"{request.method} is not allowed on {path}. See /docs for the methods it takes.")
+        elif exc.status_code == 400:
+            error = Malformed(f"Invalid request: {exc.detail}")
+        elif exc.status_code == 413:
+            from models.errors import Overflow
+
+            error = Overflow(str(exc.detail))
+        else:
+            error = Unknown(str(exc.detail))
+            error.status = exc.status_code  # type: ignore[misc]
+        return envelope(error)

@@ -1,0 +1,1 @@
+"""One router per capability, plus health, models and admin."""

@@ -1,0 +1,7 @@
+"""Routes for the tts capability (being built: see the issue for tts)."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+
+router = APIRouter()
