@@ -119,7 +119,7 @@ class Manager:
     def __init__(self, store: ModelStore, settings: Settings, *, engines: dict[str, str] | None = None):
         self.store = store
         self.settings = settings
-        self.engines = {**ENGINE_CLASSES, **(engines or {})}
+        self.engines = {**ENGINE_CLASSES, **settings.engines, **(engines or {})}
         self._records: dict[str, _Record] = {}
         self._sweeper: asyncio.Task[None] | None = None
         self._closing = False

@@ -57,6 +57,10 @@ class Settings(BaseSettings):
 
     llm_context: int = Field(4096, ge=256, description="Default context window for chat models (catalog may lower it).")
     llm_threads: int = Field(0, ge=0, description="CPU threads for llama.cpp; 0 means the physical core count.")
+    engines: dict[str, str] = Field(
+        default_factory=dict,
+        description='Extra engines, as JSON {"name": "module:Class"}; a model manifest names its engine.',
+    )
     voice_map: dict[str, str] = Field(
         default_factory=dict, description="OpenAI voice name -> installed voice id, overriding the built-in table."
     )

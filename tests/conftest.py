@@ -1,0 +1,154 @@
+"""Shared fixtures: the real server as a child process, on the real starter models.
+
+- `starter_data_dir`: a data dir with the three starter models installed
+  (`AISTACK_TEST_DATA_DIR`, default `.cache/test-data`; installed once, then reused).
+- `server`: one aistack server for the whole session on that data dir.
+- `http`: an httpx client on `server`; `openai_client`: the official SDK on it.
+- `start_server(**env)`: a private server with extra environment (stopped after the test).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_DATA = ROOT / ".cache" / "test-data"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+class ServerProcess:
+    """`aistack serve` in a child process, started and stopped by the tests."""
+
+    def __init__(self, data_dir: Path, env: dict[str, str] | None = None, port: int | None = None):
+        self.data_dir = data_dir
+        self.port = port or free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log_file = data_dir / f"server-{self.port}.log"
+        full_env = {**os.environ, "AISTACK_DATA_DIR": str(data_dir), "PYTHONUNBUFFERED": "1", **(env or {})}
+        full_env.pop("AISTACK_HOST", None)
+        data_dir.mkdir(parents=True, exist_ok=True)
+        self._log = self.log_file.open("wb")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "app", "serve", "--port", str(self.port)],
+            cwd=ROOT, env=full_env, stdout=self._log, stderr=subprocess.STDOUT,
+        )
+        self.started_in = self._wait_healthy()
+
+    def _wait_healthy(self, timeout: float = 30) -> float:
+        start = time.monotonic()
+        while time.monotonic() - start < timeout:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"server exited with {self.proc.returncode}:\n{self.log()}")
+            try:
+                if httpx.get(self.url + "/health", timeout=1).status_code == 200:
+                    return time.monotonic() - start
+            except httpx.HTTPError:
+                time.sleep(0.05)
+        raise RuntimeError(f"server did not become healthy:\n{self.log()}")
+
+    @property
+    def admin_token(self) -> str:
+        return (self.data_dir / "admin-token").read_text().strip()
+
+    @property
+    def admin_headers(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.admin_token}"}
+
+    def log(self) -> str:
+        return self.log_file.read_text(errors="replace")
+
+    def access_log(self) -> list[dict[str, object]]:
+        """Every access-log record written so far (the writer is asynchronous: poll)."""
+        records: list[dict[str, object]] = []
+        for path in sorted((self.data_dir / "logs").glob("access-*.jsonl")):
+            records += [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+        return records
+
+    def access_record(self, request_id: str, timeout: float = 5) -> dict[str, object]:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            for record in self.access_log():
+                if record.get("request_id") == request_id:
+                    return record
+            time.sleep(0.05)
+        raise AssertionError(f"no access-log record for {request_id}")
+
+    def runner_pids(self) -> list[int]:
+        """Child processes of the server (its runners)."""
+        import psutil
+
+        try:
+            return [c.pid for c in psutil.Process(self.proc.pid).children(recursive=True)]
+        except psutil.NoSuchProcess:
+            return []
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGINT)
+            try:
+                self.proc.wait(15)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
+        self._log.close()
+
+
+@pytest.fixture(scope="session")
+def starter_data_dir() -> Path:
+    from models.starter import install_starter
+    from models.store import ModelStore
+
+    data_dir = Path(os.environ.get("AISTACK_TEST_DATA_DIR") or DEFAULT_DATA)
+    install_starter(ModelStore(data_dir / "models"), report=lambda _line: None)
+    return data_dir
+
+
+@pytest.fixture(scope="session")
+def server(starter_data_dir: Path) -> Iterator[ServerProcess]:
+    proc = ServerProcess(starter_data_dir)
+    yield proc
+    proc.stop()
+
+
+@pytest.fixture
+def http(server: ServerProcess) -> Iterator[httpx.Client]:
+    with httpx.Client(base_url=server.url, timeout=120) as client:
+        yield client
+
+
+@pytest.fixture
+def openai_client(server: ServerProcess):  # type: ignore[no-untyped-def]
+    import openai
+
+    return openai.OpenAI(base_url=server.url + "/v1", api_key="not-needed", max_retries=0, timeout=120)
+
+
+@pytest.fixture
+def start_server(tmp_path: Path) -> Iterator[Callable[..., ServerProcess]]:
+    """Start private servers: `start_server(data_dir=None, **env)`; all are stopped after the test."""
+    started: list[ServerProcess] = []
+
+    def start(data_dir: Path | None = None, **env: str) -> ServerProcess:
+        proc = ServerProcess(data_dir or tmp_path / "data", env)
+        started.append(proc)
+        return proc
+
+    yield start
+    for proc in started:
+        proc.stop()
