@@ -8,6 +8,7 @@ import logging
 import socket
 import sys
 import urllib.request
+from typing import Any
 
 from models.settings import Settings
 
@@ -54,7 +55,7 @@ def aistack_running_at(settings: Settings) -> bool:
         return False
 
 
-def make_server(settings: Settings):  # type: ignore[no-untyped-def]
+def make_server(settings: Settings) -> Any:
     import uvicorn
 
     from server.app import create_app

@@ -25,14 +25,14 @@ from typing import Any
 
 from models.engines.base import ENGINE_CLASSES
 from models.errors import AistackError, Busy, EngineUnavailable, Malformed
-from models.runner import JobEvent, Runner
+from models.runner import UNLOADED, JobEvent, Runner
 from models.settings import Settings
 from models.store import InstalledModel, ModelStore
 
 log = logging.getLogger("aistack.manager")
 
 
-class ModelState(str, enum.Enum):
+class ModelState(enum.StrEnum):
     INSTALLED = "installed"
     LOADING = "loading"
     LOADED = "loaded"
@@ -97,7 +97,7 @@ class Lease:
     async def run(self, job: dict[str, Any]) -> tuple[list[dict[str, Any]], dict[str, Any]]:
         """Run to the end: (partial results, final result)."""
         partials: list[dict[str, Any]] = []
-        stream = self.runner.run(job)
+        stream = self.runner.run(job)  # an async generator: closed below even on cancel
         try:
             async for event in stream:
                 if event.final:
@@ -314,7 +314,7 @@ class Manager:
         record.pinned, record.expires_at = False, None
         if runner is not None:
             record.state = ModelState.UNLOADING
-            runner.crash_reason = runner.crash_reason or "the model was unloaded"
+            runner.crash_reason = runner.crash_reason or UNLOADED
             # A job in flight is not waited for: unloading means the memory comes back now.
             await asyncio.to_thread(runner.stop if runner.idle else runner.kill)
             log.info("unloaded %s", record.id)

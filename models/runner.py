@@ -15,7 +15,7 @@ import logging
 import multiprocessing
 import signal
 import threading
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from dataclasses import dataclass
 from typing import Any
 
@@ -23,6 +23,7 @@ from models.errors import AistackError, EngineUnavailable
 
 log = logging.getLogger("aistack.runner")
 _SPAWN = multiprocessing.get_context("spawn")
+UNLOADED = "the model was unloaded"  # crash_reason set by the manager before it stops a runner
 
 
 @dataclass
@@ -191,13 +192,22 @@ class Runner:
             log.warning("runner for %s exited (%s)", self.model_id, self.crash_reason)
         job = self._job
         if job is not None:
-            error = EngineUnavailable(
-                f"The {self.provider} engine stopped unexpectedly ({self.crash_reason}) while running model "
-                f"{self.model_id}. Try again: the next request starts it afresh.",
-                provider=self.provider,
-            )
+            error = self._gone_error()
             job.queue.put_nowait({"type": "error", "id": job.id, "error": error.to_dict()})
             self._finish_job()
+
+    def _gone_error(self) -> EngineUnavailable:
+        """The error for a job whose runner is no longer there."""
+        if self.crash_reason == UNLOADED:
+            message = f"Model {self.model_id} was unloaded while this request was running. Try again."
+        elif self.crash_reason:
+            message = (
+                f"The {self.provider} engine stopped unexpectedly ({self.crash_reason}) while running model "
+                f"{self.model_id}. Try again: the next request starts it afresh."
+            )
+        else:
+            message = f"Model {self.model_id} is not running. Try again."
+        return EngineUnavailable(message, provider=self.provider)
 
     def _finish_job(self) -> None:
         self._job = None
@@ -207,7 +217,7 @@ class Runner:
         self._idle.set()
 
     # Jobs ----------------------------------------------------------------------------
-    async def run(self, job: dict[str, Any]) -> AsyncIterator[JobEvent]:
+    async def run(self, job: dict[str, Any]) -> AsyncGenerator[JobEvent, None]:
         """Run a job; yield partial results, then the final one. Errors are raised.
 
         If the consumer stops early (client disconnect), the job is cancelled in
@@ -216,7 +226,7 @@ class Runner:
         safe inside a cancelled task.
         """
         if not self.alive:
-            raise EngineUnavailable(f"Model {self.model_id} is not running. Try again.", provider=self.provider)
+            raise self._gone_error()
         if self._job is not None:
             raise RuntimeError("runner already has a job")  # the manager's slot prevents this
         channel = _JobChannel(next(self._ids))
@@ -240,7 +250,7 @@ class Runner:
         except (OSError, ValueError, BrokenPipeError):
             finished = True
             self._finish_job()
-            raise EngineUnavailable(f"Model {self.model_id} is not running. Try again.", provider=self.provider) from None
+            raise self._gone_error() from None
         finally:
             if not finished:
                 self.cancel(channel.id)
@@ -273,6 +283,6 @@ class Runner:
     async def wait_idle(self, timeout: float) -> bool:
         try:
             await asyncio.wait_for(self._idle.wait(), timeout)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             return False
         return True

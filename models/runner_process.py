@@ -102,7 +102,10 @@ def main(conn: Connection, engine_path: str, spec: dict[str, Any]) -> None:
         def emit(data: dict[str, Any], job_id: int = job_id) -> None:
             send({"type": "data", "id": job_id, "data": data})
 
-        ctx = JobContext(emit, lambda job_id=job_id: inbox.is_cancelled(job_id))
+        def is_cancelled(job_id: int = job_id) -> bool:
+            return inbox.is_cancelled(job_id)
+
+        ctx = JobContext(emit, is_cancelled)
         try:
             result = engine.run(msg["job"], ctx)
             send({"type": "done", "id": job_id, "result": result or {}})

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from models.catalog import CATALOG, Catalog, CatalogEntry, Capability
+from models.catalog import CATALOG, Capability, Catalog, CatalogEntry
 from models.errors import Conflict, Malformed
 
 MANIFEST = "manifest.json"

@@ -84,7 +84,7 @@ class EdgeMiddleware:
             await self.app(scope, receive, send_wrapper)
         except AistackError as exc:
             await self._send_error(exc, send_wrapper, status_holder)
-        except Exception as exc:  # noqa: BLE001 - the envelope must hold everywhere
+        except Exception as exc:
             log.exception("unhandled error in %s %s (request %s)", scope.get("method"), scope.get("path"), request_id)
             await self._send_error(unexpected(exc), send_wrapper, status_holder)
         finally:

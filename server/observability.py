@@ -58,7 +58,7 @@ class AccessLog:
             self._thread = None
 
     def path_for(self, when: float) -> Path:
-        day = dt.datetime.fromtimestamp(when, dt.timezone.utc).strftime("%Y-%m-%d")
+        day = dt.datetime.fromtimestamp(when, dt.UTC).strftime("%Y-%m-%d")
         return self.folder / f"access-{day}.jsonl"
 
     def _write_forever(self) -> None:
@@ -81,7 +81,7 @@ class AccessLog:
             by_file: dict[Path, list[str]] = {}
             for entry in batch:
                 ts = float(entry.get("ts", 0))
-                line = {**entry, "ts": dt.datetime.fromtimestamp(ts, dt.timezone.utc).isoformat(timespec="milliseconds")}
+                line = {**entry, "ts": dt.datetime.fromtimestamp(ts, dt.UTC).isoformat(timespec="milliseconds")}
                 by_file.setdefault(self.path_for(ts), []).append(json.dumps(line, default=str))
             for path, lines in by_file.items():
                 with path.open("a", encoding="utf-8") as fh:

@@ -20,7 +20,7 @@ class ErrorEnvelope(BaseModel):
 class Health(BaseModel):
     status: Literal["ok"] = "ok"
     version: str
-    app: str = Field("aistack", description="Lets a second launch recognise a running aistack")
+    app: str = Field(default="aistack", description="Lets a second launch recognise a running aistack")
 
 
 class ModelEntry(BaseModel):
@@ -37,7 +37,7 @@ class ModelEntry(BaseModel):
     state: str | None = None
     device: str | None = None
     size_bytes: int | None = None
-    resolves_to: list[str] | None = Field(None, description="For routing aliases: the models it may pick")
+    resolves_to: list[str] | None = Field(default=None, description="For routing aliases: the models it may pick")
 
 
 class ModelList(BaseModel):

@@ -12,4 +12,4 @@ router = APIRouter(tags=["health"])
 
 @router.get("/health", response_model=Health)
 async def health() -> Health:
-    return Health(version=VERSION)
+    return Health(version=VERSION, app="aistack")
