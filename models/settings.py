@@ -9,10 +9,11 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
+import pydantic_settings
 from pydantic import Field, ValidationError, field_validator
-from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+from pydantic_settings import BaseSettings, NoDecode, PydanticBaseSettingsSource, SettingsConfigDict
 
 APP_NAME = "aistack"
 
@@ -47,7 +48,7 @@ class Settings(BaseSettings):
     busy_retry_after_sec: int = Field(5, ge=1, description="Retry-After sent with the busy 503.")
     memory_reserve_mb: int = Field(1024, ge=0, description="RAM kept free for the system when deciding whether a model fits.")
 
-    allowed_origins: list[str] = Field(
+    allowed_origins: Annotated[list[str], NoDecode] = Field(
         default_factory=list, description="Extra Origins (e.g. https://app.example) allowed to call the server from a browser."
     )
     max_body_mb: float = Field(32, gt=0, description="Largest JSON request body.")
@@ -143,6 +144,9 @@ def load_settings(**overrides: Any) -> Settings:
     """Build the settings, turning validation errors into a message that names the setting."""
     try:
         return Settings(**overrides)
+    except pydantic_settings.SettingsError as exc:
+        # A value that should be JSON (e.g. AISTACK_ENGINES, AISTACK_VOICE_MAP) is not.
+        raise SettingsError(f"Invalid setting: {exc}. Dict settings take JSON, e.g. '{{\"alloy\": \"voice-id\"}}'.") from None
     except ValidationError as exc:
         problems = []
         for err in exc.errors():

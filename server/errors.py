@@ -54,6 +54,8 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         path = request.url.path[:200]
+        if isinstance(exc.__cause__, AistackError):  # e.g. the body limit tripped while FastAPI parsed the body
+            return envelope(exc.__cause__)
         if exc.status_code == 404:
             error: AistackError = NotFound(f"There is no {request.method} {path} here. See /docs for the API.")
         elif exc.status_code == 405:
