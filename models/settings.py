@@ -66,14 +66,8 @@ class Settings(BaseSettings):
         default_factory=dict, description="OpenAI voice name -> installed voice id, overriding the built-in table."
     )
 
-    obs_metrics: bool = Field(True, description="Keep rolling per-category metrics.")
     obs_access_log: bool = Field(True, description="Write one JSON line per request.")
-    obs_payload: bool = Field(False, description="Capture request and response bodies.")
     obs_log_dir: Path | None = Field(None, description="Access log folder; default <data dir>/logs.")
-    obs_payload_dir: Path | None = Field(None, description="Payload capture folder; default <data dir>/captures.")
-    obs_payload_max_gb: float = Field(5, gt=0)
-    obs_payload_max_days: float = Field(7, gt=0)
-    obs_metrics_window_min: float = Field(60, gt=0)
 
     @field_validator("allowed_origins", mode="before")
     @classmethod
@@ -102,10 +96,6 @@ class Settings(BaseSettings):
     @property
     def log_dir(self) -> Path:
         return self.obs_log_dir or self.data_dir / "logs"
-
-    @property
-    def capture_dir(self) -> Path:
-        return self.obs_payload_dir or self.data_dir / "captures"
 
     @property
     def config_file(self) -> Path:
