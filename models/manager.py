@@ -246,6 +246,7 @@ class Manager:
             idle = [
                 r for r in self._records.values()
                 if r.state == ModelState.LOADED and not r.leased and r.runner is not None and r.runner.idle
+                and not r.lock.locked()  # someone is loading, leasing or unloading it right now
             ]
             if not idle:
                 free_mb = psutil.virtual_memory().available >> 20
