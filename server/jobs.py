@@ -94,15 +94,26 @@ class LeasedStream(StreamingResponse):
         headers: dict[str, str] | None = None,
         on_close: Callable[[], None] | None = None,
     ):
-        super().__init__(content, media_type=media_type, headers=headers)
+        super().__init__(self._until_end(content), media_type=media_type, headers=headers)
         self._iterator = content
         self._lease = lease
         self._on_close = on_close
+        self._finished = False
+
+    async def _until_end(self, content: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
+        async for chunk in content:
+            yield chunk
+        self._finished = True
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         try:
             await super().__call__(scope, receive, send)
         finally:
+            if not self._finished:  # the client went away mid-stream: log it as the contract's 499
+                obs = scope.get("state", {}).get("obs")
+                if obs is not None:
+                    obs["status_override"] = 499
+                    obs.setdefault("extra", {})["client_disconnect"] = True
             aclose = getattr(self._iterator, "aclose", None)
             if aclose is not None:
                 try:

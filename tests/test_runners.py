@@ -138,7 +138,8 @@ def test_busy_model_answers_503_with_retry_after(spine: InProcessServer) -> None
 
 def test_disconnect_cancels_the_job_and_the_next_request_is_served_at_once(spine: InProcessServer) -> None:
     with spine.client() as client:
-        with client.stream("POST", "/test/run/gamma", json={"job": {"steps": 100, "delay": 0.05}, "stream": True}) as r:
+        job = {"job": {"steps": 100, "delay": 0.05}, "stream": True}
+        with client.stream("POST", "/test/run/gamma", json=job, headers={"X-Request-ID": "gone-1"}) as r:
             lines = r.iter_lines()
             first = json.loads(next(line for line in lines if line.startswith("data: "))[6:])
         started = time.monotonic()
@@ -146,6 +147,14 @@ def test_disconnect_cancels_the_job_and_the_next_request_is_served_at_once(spine
         assert after.status_code == 200, after.text
         assert time.monotonic() - started < 2
         assert after.json()["result"]["pid"] == first["pid"]  # cancelled cleanly, not killed
+
+    def logged() -> list[dict[str, object]]:
+        lines = "".join(p.read_text() for p in (spine.data_dir / "logs").glob("access-*.jsonl")).splitlines()
+        return [record for record in map(json.loads, lines) if record["request_id"] == "gone-1"]
+
+    assert wait_until(lambda: bool(logged()), 5)
+    record = logged()[0]
+    assert record["status"] == 499 and record["model"] == "gamma" and record["extra"]["client_disconnect"] is True
 
 
 def test_runner_that_ignores_cancel_is_killed_after_the_grace(spine: InProcessServer) -> None:
