@@ -91,8 +91,14 @@ class Lease:
 
     async def stream(self, job: dict[str, Any]) -> AsyncIterator[JobEvent]:
         """Partial results as they come, then the final one."""
-        async for event in self.runner.run(job):
-            yield event
+        events = self.runner.run(job)
+        try:
+            async for event in events:
+                yield event
+        finally:
+            # Close the runner's generator now (not at garbage collection), so a consumer that
+            # stops early cancels the job before the slot is handed to the next request.
+            await events.aclose()
 
     async def run(self, job: dict[str, Any]) -> tuple[list[dict[str, Any]], dict[str, Any]]:
         """Run to the end: (partial results, final result)."""
