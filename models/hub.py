@@ -1,0 +1,185 @@
+"""Talking to Hugging Face: what a file should be, and fetching it in resumable pieces.
+
+`HEAD {endpoint}/{repo}/resolve/{revision}/{path}` says what a file should be.
+For an LFS file the hub answers with a redirect to its CDN that carries the
+size and sha256 in `X-Linked-Size` and `X-Linked-Etag`; we stop there rather
+than follow it (the CDN's own ETag is not the content hash). A small git file
+answers, sometimes after a relative redirect, with `Content-Length` and an
+`ETag` that is its git blob sha1. `X-Repo-Commit` names the commit, and every
+later request asks for that commit, so all files of a model come from one
+snapshot even if the branch moves meanwhile.
+
+`HF_ENDPOINT` (read by huggingface_hub) points all of this at a mirror, and
+huggingface_hub supplies the login token (`HF_TOKEN` or a saved login) for
+gated repos. httpx drops the token on the redirect to the CDN.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import urljoin, urlsplit
+
+import httpx
+
+from models.errors import EngineUnavailable, Malformed
+
+PROVIDER = "huggingface"
+CHUNK = 1 << 20
+_MAX_REDIRECTS = 5
+_SHA256 = re.compile(r"^[0-9a-f]{64}$")
+_SHA1 = re.compile(r"^[0-9a-f]{40}$")
+
+
+@dataclass(frozen=True)
+class HubFile:
+    """One file of a repo as the hub describes it, with a download address pinned to a commit."""
+
+    repo: str
+    path: str
+    url: str
+    size: int
+    sha256: str | None  # LFS files
+    git_sha1: str | None  # small files kept in git
+    commit: str | None
+
+
+def endpoint() -> str:
+    from huggingface_hub import constants
+
+    return str(constants.ENDPOINT).rstrip("/")
+
+
+def open_client() -> httpx.Client:
+    """An HTTP client with the hub's headers. `identity` so sizes and Range offsets are raw bytes."""
+    from huggingface_hub.utils import build_hf_headers
+
+    headers = build_hf_headers(library_name="aistack")
+    headers["Accept-Encoding"] = "identity"
+    return httpx.Client(headers=headers, timeout=httpx.Timeout(30, connect=10))
+
+
+def resolve_url(repo: str, path: str, revision: str) -> str:
+    from huggingface_hub import hf_hub_url
+
+    return str(hf_hub_url(repo, path, revision=revision, endpoint=endpoint()))
+
+
+def file_info(client: httpx.Client, repo: str, path: str, revision: str) -> HubFile:
+    """Size, hash and commit of one file, from a HEAD request on its resolve address."""
+    url = resolve_url(repo, path, revision)
+    response = _head(client, url, repo)
+    raise_for_status(response, repo, path, revision)
+    linked_size = response.headers.get("X-Linked-Size")
+    size_text = linked_size or (None if response.is_redirect else response.headers.get("Content-Length"))
+    etag = _normalize_etag(response.headers.get("X-Linked-Etag") or response.headers.get("ETag"))
+    if size_text is None or not size_text.isdigit():
+        raise EngineUnavailable(f"Hugging Face did not say how large {path} in {repo} is. Try again later.", provider=PROVIDER)
+    commit = response.headers.get("X-Repo-Commit") or None
+    return HubFile(
+        repo=repo,
+        path=path,
+        url=resolve_url(repo, path, commit or revision),
+        size=int(size_text),
+        sha256=etag if etag and _SHA256.match(etag) else None,
+        git_sha1=etag if etag and not linked_size and _SHA1.match(etag) else None,
+        commit=commit,
+    )
+
+
+def _head(client: httpx.Client, url: str, repo: str) -> httpx.Response:
+    """HEAD that follows redirects within the hub (renamed repos, cached small files), not to the CDN."""
+    for _ in range(_MAX_REDIRECTS):
+        try:
+            response = client.head(url, follow_redirects=False)
+        except httpx.TransportError as exc:
+            raise unreachable(exc) from None
+        if not response.has_redirect_location or "X-Linked-Size" in response.headers:
+            return response
+        target = urljoin(url, response.headers["Location"])
+        if urlsplit(target).netloc != urlsplit(url).netloc:
+            return response
+        url = target
+    raise EngineUnavailable(f"Hugging Face redirected {repo} too many times. Try again later.", provider=PROVIDER)
+
+
+def unreachable(exc: Exception) -> EngineUnavailable:
+    return EngineUnavailable(
+        f"Could not reach Hugging Face at {endpoint()} ({type(exc).__name__}). "
+        "Check the internet connection (or HF_ENDPOINT) and try again.",
+        provider=PROVIDER,
+    )
+
+
+def raise_for_status(response: httpx.Response, repo: str, path: str, revision: str) -> None:
+    """Turn the hub's error answers (it names them in `X-Error-Code`) into messages a user can act on."""
+    status = response.status_code
+    if status < 400:
+        return
+    code = response.headers.get("X-Error-Code", "")
+    message = response.headers.get("X-Error-Message", "")
+    if code == "GatedRepo":
+        raise Malformed(
+            f"'{repo}' on Hugging Face is gated: accept its terms on huggingface.co, set HF_TOKEN to an access "
+            "token of that account, and try again.",
+            provider=PROVIDER,
+        )
+    if message == "Invalid credentials in Authorization header":
+        raise Malformed("Hugging Face refused the access token (HF_TOKEN or your saved login): renew it, or unset it.",
+                        provider=PROVIDER)
+    if code == "RepoNotFound" or status in (401, 403):
+        raise Malformed(f"Hugging Face has no model repo '{repo}' (or it is private). Check the name.", provider=PROVIDER)
+    if code == "RevisionNotFound":
+        raise Malformed(f"The Hugging Face repo '{repo}' has no revision '{revision}'.", provider=PROVIDER)
+    if code == "EntryNotFound" or status == 404:
+        raise Malformed(f"The Hugging Face repo '{repo}' has no file '{path}' at revision '{revision}'. Check the file name.",
+                        provider=PROVIDER)
+    raise EngineUnavailable(f"Hugging Face answered {status} for {path} in {repo}. Try again later.", provider=PROVIDER)
+
+
+def fetch(
+    client: httpx.Client, remote: HubFile, part: Path, *, on_size: Callable[[int], None], check: Callable[[], None]
+) -> None:
+    """Append the rest of `remote` to `part`, asking only for the missing bytes with a Range request.
+
+    A server that ignores the Range header answers 200 with the whole file; then
+    the part is rewritten from the start. Transport errors (a dropped connection)
+    propagate as httpx errors so the caller can resume; `check` raises to stop.
+    """
+    have = part.stat().st_size if part.exists() else 0
+    headers = {"Range": f"bytes={have}-"} if have else {}
+    with client.stream("GET", remote.url, headers=headers, follow_redirects=True) as response:
+        if response.status_code == 416:  # nothing left past `have`: the file is not what the hub said
+            part.unlink(missing_ok=True)
+            raise EngineUnavailable(f"{remote.path} in {remote.repo} changed while downloading. Run the install again.",
+                                    provider=PROVIDER)
+        raise_for_status(response, remote.repo, remote.path, remote.commit or "")
+        resumed = have > 0 and response.status_code == 206 and _range_start(response) == have
+        size = have if resumed else 0
+        with part.open("ab" if resumed else "wb", buffering=0) as out:
+            on_size(size)
+            for chunk in response.iter_raw(CHUNK):
+                check()
+                size += len(chunk)
+                if size > remote.size:
+                    break
+                out.write(chunk)
+                on_size(size)
+    if size > remote.size:
+        part.unlink(missing_ok=True)
+        raise EngineUnavailable(f"{remote.path} in {remote.repo} is larger than Hugging Face said. Run the install again.",
+                                provider=PROVIDER)
+
+
+def _range_start(response: httpx.Response) -> int | None:
+    match = re.match(r"bytes (\d+)-", response.headers.get("Content-Range", ""))
+    return int(match.group(1)) if match else None
+
+
+def _normalize_etag(etag: str | None) -> str | None:
+    """`"abc"` -> `abc`. A weak ETag (`W/"..."`) is not a content hash, so it is ignored."""
+    if not etag or etag.startswith("W/"):
+        return None
+    return etag.strip('"').lower()
