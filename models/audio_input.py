@@ -63,7 +63,7 @@ def load_audio(path: str | Path, *, max_seconds: float, should_stop: Callable[[]
     with container:
         stream = next((s for s in container.streams if s.type == "audio"), None)
         if stream is None:
-            kinds = sorted({s.type for s in container.streams}) or ["nothing"]
+            kinds = sorted({str(s.type) for s in container.streams}) or ["nothing"]
             raise Malformed(
                 f"The file has no audio track (it holds only {' and '.join(kinds)}). Send a file with sound in it.",
                 provider=PROVIDER,
