@@ -1,0 +1,129 @@
+"""Text to speech through the real server and the starter piper voice: voices, formats, names, the SDK."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.tts_audio import SENTENCE, VOICE, decode, sse_audio, sse_events
+
+CONTENT_TYPES = {
+    "wav": "audio/wav",
+    "mp3": "audio/mpeg",
+    "opus": "audio/ogg",
+    "aac": "audio/aac",
+    "flac": "audio/flac",
+    "pcm": "audio/pcm",
+}
+OPENAI_NAMES = ("alloy", "ash", "ballad", "coral", "echo", "fable", "nova", "onyx", "sage", "shimmer", "verse")
+
+
+def test_voices_lists_the_starter_voice_and_the_openai_table(http) -> None:
+    body = http.get("/v1/audio/voices").json()
+    assert body["object"] == "list"
+    (voice,) = [v for v in body["data"] if v["id"] == VOICE]
+    assert voice["language"] == "en_US" and voice["languages"] == ["en"]
+    assert voice["sample_rate"] == 22050 and voice["quality"] == "medium"
+    assert voice["num_speakers"] == 1 and voice["speakers"] == []
+    assert voice["default"] is True
+    # One installed voice: every OpenAI name speaks with it.
+    assert {name: body["openai_voice_map"][name] for name in OPENAI_NAMES} == dict.fromkeys(OPENAI_NAMES, VOICE)
+    assert set(OPENAI_NAMES) <= set(voice["openai_voices"])
+
+
+@pytest.mark.parametrize("fmt", ["wav", "mp3", "opus", "aac", "flac", "pcm"])
+def test_each_format_decodes_to_the_announced_rate_and_duration(http, fmt: str) -> None:
+    r = http.post("/v1/audio/speech", json={"input": SENTENCE, "response_format": fmt})
+    assert r.status_code == 200, r.text
+    assert r.headers["content-type"] == CONTENT_TYPES[fmt]
+    rate = int(r.headers["x-sample-rate"])
+    announced = float(r.headers["x-audio-duration"])
+    assert rate == (48000 if fmt == "opus" else 22050)
+    assert 3.0 < announced < 8.0  # one spoken sentence
+    duration, decoded_rate, level = decode(r.content, fmt, pcm_rate=rate)
+    assert decoded_rate == rate
+    # mp3 and aac add an encoder delay of a few frames; everything else is sample-exact.
+    assert abs(duration - announced) < (0.08 if fmt in ("mp3", "aac") else 0.002)
+    assert level > 0.02  # speech, not silence
+
+
+def test_default_format_is_wav_and_the_voice_is_announced(http) -> None:
+    r = http.post("/v1/audio/speech", json={"input": "Hello there."})
+    assert r.status_code == 200 and r.headers["content-type"] == "audio/wav"
+    assert r.content[:4] == b"RIFF" and r.headers["x-voice"] == VOICE
+
+
+@pytest.mark.parametrize(
+    ("model", "voice"),
+    [
+        ("tts-1", "alloy"),
+        ("tts-1-hd", "shimmer"),
+        ("gpt-4o-mini-tts", "Onyx"),
+        (None, "verse"),
+        (VOICE, "echo"),
+        (VOICE, VOICE),
+        (None, "en_US-joe-medium"),
+        (None, None),
+        ("tts-1", {"id": "nova"}),
+    ],
+)
+def test_model_and_voice_names_reach_the_installed_voice(http, model, voice) -> None:
+    body = {"input": "Names are mapped.", "response_format": "pcm"}
+    if model is not None:
+        body["model"] = model
+    if voice is not None:
+        body["voice"] = voice
+    r = http.post("/v1/audio/speech", json=body)
+    assert r.status_code == 200, r.text
+    assert r.headers["x-voice"] == VOICE and len(r.content) > 22050  # over half a second of speech
+
+
+def test_speed_maps_to_length(http) -> None:
+    durations = {}
+    for speed in (0.5, 2.0):
+        r = http.post("/v1/audio/speech", json={"input": SENTENCE, "speed": speed, "response_format": "pcm"})
+        assert r.status_code == 200, r.text
+        durations[speed] = float(r.headers["x-audio-duration"])
+    assert durations[0.5] > 2.5 * durations[2.0]  # four times as long, give or take piper's duration noise
+
+
+def test_access_log_records_the_speech(server, http) -> None:
+    r = http.post("/v1/audio/speech", json={"input": SENTENCE, "voice": "nova", "response_format": "mp3"},
+                  headers={"X-Request-ID": "tts-log-1"})
+    assert r.status_code == 200
+    record = server.access_record("tts-log-1")
+    extra = record["extra"]
+    assert record["category"] == "tts" and record["model"] == VOICE and record["status"] == 200
+    assert extra["voice"] == VOICE and extra["chars"] == len(SENTENCE)
+    assert extra["response_format"] == "mp3" and extra["stream"] is False
+    assert abs(extra["audio_sec"] - float(r.headers["x-audio-duration"])) < 0.01
+    assert 0 < extra["rtf"] < 5
+
+
+def test_openai_sdk_create(openai_client) -> None:
+    answer = openai_client.audio.speech.create(model="tts-1", voice="alloy", input=SENTENCE, response_format="mp3")
+    duration, rate, _ = decode(answer.content, "mp3")
+    assert rate == 22050 and duration > 3.0
+
+
+def test_openai_sdk_with_streaming_response(openai_client) -> None:
+    with openai_client.audio.speech.with_streaming_response.create(
+        model="gpt-4o-mini-tts", voice="coral", input=SENTENCE, response_format="opus"
+    ) as response:
+        assert response.headers["content-type"] == "audio/ogg"
+        data = b"".join(response.iter_bytes())
+    duration, rate, _ = decode(data, "opus")
+    assert rate == 48000 and duration > 3.0
+
+
+def test_openai_sdk_sse(openai_client) -> None:
+    with openai_client.audio.speech.with_streaming_response.create(
+        model="gpt-4o-mini-tts", voice="sage", input="One sentence. And another one.", response_format="wav",
+        stream_format="sse",
+    ) as response:
+        events = sse_events(response.text())
+    assert [e["type"] for e in events].count("speech.audio.delta") >= 2
+    done = events[-1]
+    assert done["type"] == "speech.audio.done"
+    assert done["usage"]["total_tokens"] == done["usage"]["input_tokens"] + done["usage"]["output_tokens"] > 0
+    duration, rate, _ = decode(sse_audio(events), "wav")
+    assert rate == 22050 and abs(duration - done["duration"]) < 0.002
