@@ -79,8 +79,7 @@ class FakeHub:
         self.downloads: list[tuple[str, str | None]] = []
         self.resolved: list[str] = []  # revisions asked for on GET/HEAD /resolve
         self._stop = threading.Event()
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), _handler_for(self))
-        self.server.daemon_threads = True
+        self.server = _QuietServer(("127.0.0.1", 0), _handler_for(self))
         self.port = self.server.server_address[1]
         self.url = f"http://127.0.0.1:{self.port}"
         self.cdn = f"http://localhost:{self.port}"  # another host, as the real CDN is
@@ -183,6 +182,13 @@ class FakeHub:
         if limit is not None:
             req.close_connection = True
             req.connection.close()
+
+
+class _QuietServer(ThreadingHTTPServer):
+    daemon_threads = True
+
+    def handle_error(self, request: object, client_address: object) -> None:
+        """A client that hangs up mid-file (the point of several tests) is not an error worth printing."""
 
 
 def _send(req: BaseHTTPRequestHandler, status: int, headers: dict[str, str], *, end: bool = True) -> None:
