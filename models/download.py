@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import glob
 import hashlib
 import logging
 import os
@@ -116,6 +117,7 @@ def download_hub(
 ) -> InstalledModel:
     """Fetch every file of the plan into the partial folder, verify each, then commit the model."""
     entry, cancel = plan.entry, cancel or threading.Event()
+    assert isinstance(entry.source, HubSource)
     staged = store.partial_dir(entry.id)
     staged.mkdir(parents=True, exist_ok=True)
     sizes = {f.name: 0 for f, _ in plan.files}
@@ -127,7 +129,7 @@ def download_hub(
     with _claim(store, entry.id), hub.open_client() as client:
         for f, remote in plan.files:
             final = staged / f.name
-            if final.is_file() and final.stat().st_size == remote.size:  # verified by an earlier run
+            if final.is_file() and _matches(remote, final):  # fetched by an earlier run
                 report(f.name, remote.size)
                 continue
             part = _part_path(staged, f.name, remote)
@@ -137,8 +139,7 @@ def download_hub(
         _clear_leftovers(staged, {f.name for f, _ in plan.files})
         expected = {f.name: (remote.size, remote.sha256) for f, remote in plan.files}
         commit = next((r.commit for _, r in plan.files if r.commit), None)
-        source = {"type": "huggingface", "repo": plan.files[0][1].repo if plan.files else "", "commit": commit,
-                  "revision": entry.source.revision if isinstance(entry.source, HubSource) else None}
+        source = {"type": "huggingface", "repo": entry.source.repo, "revision": entry.source.revision, "commit": commit}
         return store.commit(entry, staged, source=source, expected=expected)
 
 
@@ -146,14 +147,10 @@ def _part_path(staged: Path, name: str, remote: hub.HubFile) -> Path:
     """The part file for this content; parts of another version of the file are stale and go."""
     tag = (remote.sha256 or remote.git_sha1 or f"size{remote.size}")[:16]
     part = staged / f"{name}.{tag}.part"
-    for other in staged.glob(f"{glob_escape(name)}.*.part"):
+    for other in staged.glob(f"{glob.escape(name)}.*.part"):
         if other != part:
             other.unlink(missing_ok=True)
     return part
-
-
-def glob_escape(name: str) -> str:
-    return re.sub(r"([*?\[])", r"[\1]", name)
 
 
 def _fetch_with_retries(
@@ -183,14 +180,18 @@ def _fetch_with_retries(
             cancel.wait(min(0.5 * 2**failures, 10))
 
 
+def _matches(remote: hub.HubFile, path: Path) -> bool:
+    """Size and hash against what the hub published."""
+    if path.stat().st_size != remote.size:
+        return False
+    if remote.sha256:
+        return sha256_of(path) == remote.sha256
+    return remote.git_sha1 is None or _git_sha1(path) == remote.git_sha1
+
+
 def _verify(remote: hub.HubFile, part: Path) -> None:
-    """Size and hash against what the hub published; a bad file is deleted so the next try starts afresh."""
-    ok = part.stat().st_size == remote.size
-    if ok and remote.sha256:
-        ok = sha256_of(part) == remote.sha256
-    elif ok and remote.git_sha1:
-        ok = _git_sha1(part) == remote.git_sha1
-    if not ok:
+    """A file that does not match is deleted, so the next try fetches it afresh rather than resuming it."""
+    if not _matches(remote, part):
         part.unlink(missing_ok=True)
         raise EngineUnavailable(
             f"{remote.path} from {remote.repo} did not match the hash Hugging Face published, so it was deleted. "
