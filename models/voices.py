@@ -229,6 +229,8 @@ class VoiceBook:
         text = (voice or "").strip()
         if not text:
             choice = self._choice(pinned, None) if pinned else self.default()
+            if pinned is None and not _speaks(choice.voice, language):
+                choice = self._of_language(language) or choice
         else:
             choice = self._by_name(text, pinned, language)
         if speaker is not None and speaker != "":
@@ -274,9 +276,12 @@ class VoiceBook:
             return self._configured(name)
         found = self._first_installed(OPENAI_VOICE_TABLE.get(name, ()), language)
         if found is None and language:
-            found = next((self._choice(m, None) for m, v in zip(self.models, self.voices, strict=True)
-                          if _speaks(v, language)), None)
+            found = self._of_language(language)
         return found or self.default()
+
+    def _of_language(self, language: str | None) -> VoiceChoice | None:
+        return next((self._choice(m, None) for m, v in zip(self.models, self.voices, strict=True)
+                     if _speaks(v, language)), None)
 
     def _first_installed(self, candidates: tuple[str, ...], language: str | None) -> VoiceChoice | None:
         for voice_id in candidates:

@@ -128,6 +128,7 @@ def test_voice_table_resolves_speakers_and_overrides(two_voice_dir: Path) -> Non
     assert book.choose(None, MULTI).voice.id == MULTI
     assert book.choose("nova", MULTI).voice.id == MULTI  # an explicit model wins over the name
     assert book.openai_table()["nova"] == f"{MULTI}:cleo"
+    assert book.choose(None, None, language="de").voice.id == VOICE  # no German voice: the default speaks
 
 
 def test_voices_endpoint_lists_speakers_and_rejects_unknown_ones(two_voice_dir: Path, start_server) -> None:

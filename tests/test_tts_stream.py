@@ -97,3 +97,14 @@ def test_disconnect_mid_stream_stops_synthesis_and_the_next_request_is_served(se
     assert server.runner_pids() == pids  # the job stopped between sentences; the runner was not killed
     record = server.access_record("tts-gone-1")
     assert record["status"] == 499 and record["extra"]["stream"] is True and "audio_sec" not in record["extra"]
+
+
+def test_second_request_while_a_stream_runs_gets_busy(http) -> None:
+    long_text = " ".join(f"Sentence {i} keeps this voice busy for a while." for i in range(100))
+    with http.stream("POST", "/v1/audio/speech", json={"input": long_text, "stream": True, "response_format": "pcm"}) as r:
+        chunks = r.iter_raw()  # keep the iterator: dropping it would close the response
+        next(chunks)
+        busy = http.post("/v1/audio/speech", json={"input": "Me too."})
+    assert busy.status_code == 503 and int(busy.headers["retry-after"]) > 0
+    assert busy.json()["error"]["kind"] == "network" and "busy" in busy.json()["error"]["message"]
+    assert http.post("/v1/audio/speech", json={"input": "Now it is free."}).status_code == 200

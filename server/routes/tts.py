@@ -112,7 +112,10 @@ async def list_voices(request: Request) -> VoiceList:
     if not manager_of(request).engine_available("piper"):
         return VoiceList(data=[], openai_voice_map={})
     table = book.openai_table()
-    default = book.default().voice.id if book.voices else None
+    try:
+        default = book.default().voice.id if book.voices else None
+    except Malformed:  # AISTACK_VOICE_MAP names a default that is not installed; requests say so
+        default = None
     entries = [
         VoiceEntry(
             **voice.describe(),
@@ -150,6 +153,11 @@ async def create_speech(request: Request, body: SpeechRequest) -> Response:
     if stream:
         return await _streamed(request, lease, job, choice, sse_mode)
     return await _whole(request, lease, job, choice)
+
+
+def _header_text(text: str) -> str:
+    """Header values travel as latin-1; a speaker name may not fit."""
+    return text.encode("ascii", "replace").decode("ascii")
 
 
 def _voice_name(voice: str | VoiceRef | None) -> str | None:
@@ -191,7 +199,7 @@ async def _whole(request: Request, lease: Lease, job: dict[str, Any], choice: Vo
     headers = {
         "X-Sample-Rate": str(final.get("sample_rate")),
         "X-Audio-Duration": f"{float(final.get('duration') or 0.0):.3f}",
-        "X-Voice": choice.label,
+        "X-Voice": _header_text(choice.label),
     }
     return Response(audio, media_type=CONTENT_TYPES[job["format"]], headers=headers)
 
@@ -207,7 +215,7 @@ async def _streamed(request: Request, lease: Lease, job: dict[str, Any], choice:
         lease.release()
         raise
     rate = first.data.get("sample_rate")
-    headers = {"X-Voice": choice.label, "Cache-Control": "no-cache"}
+    headers = {"X-Voice": _header_text(choice.label), "Cache-Control": "no-cache"}
     if rate:
         headers["X-Sample-Rate"] = str(rate)
 
