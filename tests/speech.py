@@ -108,6 +108,15 @@ def clip(text: str, fmt: str = "wav") -> bytes:
     return wav_bytes(samples, rate) if fmt == "wav" else encode(samples, rate, fmt)
 
 
+@functools.cache
+def repeated_clip(text: str, times: int, fmt: str = "mp3") -> bytes:
+    """`text` spoken `times` over in one file: long work for cancel and busy tests, for one synthesis."""
+    import numpy as np
+
+    samples, rate = speech(text)
+    return encode(np.tile(samples, times), rate, fmt)
+
+
 def encode(samples: Any, rate: int, fmt: str) -> bytes:
     """Encode mono float samples with PyAV as FORMATS[fmt] describes (video gets a plain moving picture)."""
     import av
@@ -157,3 +166,13 @@ def video_only_mp4(seconds: float = 2.0) -> bytes:
         stream.width, stream.height, stream.pix_fmt = 64, 48, "yuv420p"
         _write_video(out, stream, seconds)
     return buffer.getvalue()
+
+
+def sse_events(response: Any) -> Any:
+    """(arrival time, event) for each `data:` line of a streaming httpx response, as it arrives."""
+    import json
+    import time
+
+    for line in response.iter_lines():
+        if line.startswith("data: "):
+            yield time.monotonic(), json.loads(line[len("data: ") :])
