@@ -21,7 +21,7 @@ from fastapi import Request
 from starlette.responses import StreamingResponse
 from starlette.types import Receive, Scope, Send
 
-from models.errors import Cancelled
+from models.errors import Busy, Cancelled
 from models.manager import Lease, Manager
 
 
@@ -37,11 +37,24 @@ def obs_of(request: Request) -> dict[str, Any]:
     return obs
 
 
+# A client that hangs up a stream and at once sends its next request on another
+# (pooled) connection can reach us before the hang-up does; the slot frees a few
+# milliseconds later. Only a slot still taken after this grace is "busy".
+BUSY_GRACE_SEC = 0.5
+
+
 async def acquire(request: Request, model_id: str, *, keep_alive: float | None = None) -> Lease:
     obs = obs_of(request)
     obs["model"] = model_id
     started = time.perf_counter()
-    lease = await manager_of(request).acquire(model_id, keep_alive=keep_alive)
+    while True:
+        try:
+            lease = await manager_of(request).acquire(model_id, keep_alive=keep_alive)
+            break
+        except Busy:
+            if time.perf_counter() - started >= BUSY_GRACE_SEC:
+                raise
+            await asyncio.sleep(0.02)
     obs["slot_wait_ms"] = round((time.perf_counter() - started) * 1000, 1)
     obs["extra"]["device"] = lease.device
     return lease
