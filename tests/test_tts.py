@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import uuid
+
 import pytest
 
 from tests.tts_audio import SENTENCE, VOICE, decode, sse_audio, sse_events
@@ -87,10 +89,11 @@ def test_speed_maps_to_length(http) -> None:
 
 
 def test_access_log_records_the_speech(server, http) -> None:
+    request_id = f"tts-log-{uuid.uuid4().hex[:8]}"  # the log folder outlives one test session
     r = http.post("/v1/audio/speech", json={"input": SENTENCE, "voice": "nova", "response_format": "mp3"},
-                  headers={"X-Request-ID": "tts-log-1"})
+                  headers={"X-Request-ID": request_id})
     assert r.status_code == 200
-    record = server.access_record("tts-log-1")
+    record = server.access_record(request_id)
     extra = record["extra"]
     assert record["category"] == "tts" and record["model"] == VOICE and record["status"] == 200
     assert extra["voice"] == VOICE and extra["chars"] == len(SENTENCE)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import time
+import uuid
 
 import pytest
 
@@ -89,13 +90,14 @@ def test_disconnect_mid_stream_stops_synthesis_and_the_next_request_is_served(se
     pids = server.runner_pids()
     long_text = " ".join(f"This is sentence number {i} of a long text that nobody will hear." for i in range(200))
     body = {"input": long_text, "stream": True, "response_format": "pcm"}
-    with http.stream("POST", "/v1/audio/speech", json=body, headers={"X-Request-ID": "tts-gone-1"}) as r:
+    request_id = f"tts-gone-{uuid.uuid4().hex[:8]}"
+    with http.stream("POST", "/v1/audio/speech", json=body, headers={"X-Request-ID": request_id}) as r:
         first = next(r.iter_raw())
         assert len(first) > 0
     after = http.post("/v1/audio/speech", json={"input": "Right after the hang up.", "response_format": "pcm"})
     assert after.status_code == 200 and after.headers["x-voice"] == VOICE
     assert server.runner_pids() == pids  # the job stopped between sentences; the runner was not killed
-    record = server.access_record("tts-gone-1")
+    record = server.access_record(request_id)
     assert record["status"] == 499 and record["extra"]["stream"] is True and "audio_sec" not in record["extra"]
 
 
