@@ -58,16 +58,12 @@ def load_audio(path: str | Path, *, max_seconds: float, should_stop: Callable[[]
     head = _read_head(path)
     try:
         container = av.open(str(path), metadata_errors="ignore")
-    except (av.error.FFmpegError, OSError, EOFError, UnicodeDecodeError) as exc:
-        raise _unreadable(head, exc) from None
+    except (av.error.FFmpegError, OSError, EOFError, UnicodeDecodeError):
+        raise _unreadable(head) from None
     with container:
         stream = next((s for s in container.streams if s.type == "audio"), None)
         if stream is None:
-            kinds = sorted({str(s.type) for s in container.streams}) or ["nothing"]
-            raise Malformed(
-                f"The file has no audio track (it holds only {' and '.join(kinds)}). Send a file with sound in it.",
-                provider=PROVIDER,
-            )
+            raise _no_audio(container, head)
         declared = _declared_seconds(container, stream, head, size)
         _check_limit(declared or _container_seconds(container), max_seconds)
         pcm, errors = _decode_pcm(container, stream, max_seconds, should_stop)
@@ -146,7 +142,7 @@ def _media_kind(head: bytes) -> str | None:
     return next((name for offset, magic, name in _SIGNATURES if head[offset : offset + len(magic)] == magic), None)
 
 
-def _unreadable(head: bytes, exc: BaseException) -> Malformed:
+def _unreadable(head: bytes) -> Malformed:
     kind = _media_kind(head)
     if kind is not None:
         return Malformed(
@@ -159,6 +155,17 @@ def _unreadable(head: bytes, exc: BaseException) -> Malformed:
         "wav, mp3, m4a, mp4, ogg, opus, flac, webm or mkv.",
         provider=PROVIDER,
     )
+
+
+def _no_audio(container: Any, head: bytes) -> Malformed:
+    fmt = str(container.format.name)
+    if fmt == "tty":  # FFmpeg reads any text file as ANSI art, a "video"
+        return _unreadable(head)
+    if fmt == "image2" or fmt.endswith("_pipe"):
+        what = "a still picture"
+    else:
+        what = "only " + (" and ".join(sorted({str(s.type) for s in container.streams})) or "nothing")
+    return Malformed(f"The file has no audio track (it holds {what}). Send a file with sound in it.", provider=PROVIDER)
 
 
 def _truncated(declared: float, got: float) -> Malformed:

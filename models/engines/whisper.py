@@ -14,7 +14,8 @@ Choices that matter for speed and for the bench (`bench/asr.py` imports
   Whisper invent text) and, when nobody waits for a stream, the batched pipeline.
 - Short audio is decoded whole, but only if VAD hears speech: pure silence answers empty
   instead of Whisper's favourite hallucination, "You".
-- `job["stream"]` emits each decoded segment at once; cancellation is checked between segments.
+- `job["stream"]` emits `{"started": ...}` once the audio is read (so bad audio is still a plain
+  HTTP error), then each decoded segment at once; cancellation is checked between segments.
 """
 
 from __future__ import annotations
@@ -143,6 +144,8 @@ class WhisperEngine:
         if not long_audio and not _has_speech(audio.samples):
             segments: list[dict[str, Any]] = []
             result.update(language=language or "en", language_probability=0.0)
+            if stream:
+                ctx.emit({"started": {"duration": result["duration"], "language": result["language"]}})
         else:
             options = transcribe_options(
                 language=language, task=task, prompt=job.get("prompt"), temperature=job.get("temperature"),
@@ -185,6 +188,8 @@ class WhisperEngine:
             generator, info = self.model.transcribe(samples, **options)
         result["language"] = info.language
         result["language_probability"] = round(float(info.language_probability or 0.0), 3)
+        if stream:  # the audio is readable and the language known: the server may start its answer
+            ctx.emit({"started": {"duration": result["duration"], "language": result["language"]}})
         segments: list[dict[str, Any]] = []
         for segment in generator:
             ctx.check()

@@ -11,6 +11,7 @@ here for plain answers, by the stream's `on_close` for SSE.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncGenerator, AsyncIterator
 from contextlib import aclosing
@@ -21,7 +22,7 @@ from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from pydantic import ValidationError
 
 from models.asr_names import AsrChoice, english_only, normalise_language, resolve_asr
-from models.errors import AistackError, Malformed, Unknown
+from models.errors import AistackError, Cancelled, Malformed, Unknown
 from models.manager import Lease, parse_keep_alive
 from models.runner import JobEvent
 from server import transcripts
@@ -33,7 +34,7 @@ from server.asr_schemas import (
     response_content,
 )
 from server.errors import describe_validation
-from server.jobs import SSE_HEADERS, LeasedStream, acquire, manager_of, obs_of, run_job, sse
+from server.jobs import SSE_HEADERS, LeasedStream, acquire, manager_of, obs_of, run_job, sse, wait_for_disconnect
 from server.schemas import ERROR_RESPONSES
 from server.uploads import Upload, receive_upload
 
@@ -87,7 +88,8 @@ async def _transcribe(request: Request, *, translations: bool) -> Response:
         }
         headers = {"X-Aistack-Model": choice.model.id, **({"X-Aistack-Warning": choice.note} if choice.note else {})}
         if form.stream:
-            events = _events(request, lease, job, form, choice, streams=streams)
+            started, first = await _start(request, lease, job)
+            events = _events(request, started, first, form, choice, streams=streams)
             response = LeasedStream(events, lease, media_type="text/event-stream",
                                     headers={**SSE_HEADERS, **headers}, on_close=upload.remove)
             owned = False
@@ -167,8 +169,37 @@ def _render(result: dict[str, Any], form: TranscriptionForm, headers: dict[str, 
     return JSONResponse({"text": transcripts.full_text(segments), "usage": usage}, headers=headers)
 
 
+async def _start(request: Request, lease: Lease, job: dict[str, Any]) -> tuple[AsyncGenerator[JobEvent, None], JobEvent]:
+    """Run the job until its first event, before any byte of the answer is sent.
+
+    The runner reads and probes the audio first, so unreadable, truncated or
+    over-long audio still gets its 400 / 413 envelope; only failures after that
+    point become the stream's `error` event. A client that leaves meanwhile cancels the job.
+    """
+    events = cast(AsyncGenerator[JobEvent, None], lease.stream(job))
+    first = asyncio.ensure_future(anext(events))
+    watch = asyncio.ensure_future(wait_for_disconnect(request))
+    try:
+        await asyncio.wait({first, watch}, return_when=asyncio.FIRST_COMPLETED)
+        if not first.done():
+            first.cancel()
+            obs_of(request)["status_override"] = 499
+            raise Cancelled("The client closed the connection.")
+        return events, first.result()
+    except BaseException:
+        if not first.done():
+            first.cancel()
+        await asyncio.gather(first, return_exceptions=True)
+        await events.aclose()
+        lease.release()
+        raise
+    finally:
+        watch.cancel()
+
+
 async def _events(
-    request: Request, lease: Lease, job: dict[str, Any], form: TranscriptionForm, choice: AsrChoice, *, streams: bool
+    request: Request, events: AsyncGenerator[JobEvent, None], first: JobEvent, form: TranscriptionForm,
+    choice: AsrChoice, *, streams: bool,
 ) -> AsyncIterator[bytes]:
     """SSE: warnings first, a delta per finished sentence or cue as soon as it is decoded, then done.
 
@@ -184,8 +215,10 @@ async def _events(
     segmenter = transcripts.Segmenter(form.segment_granularity)
     sent: list[str] = []
     try:
-        async with aclosing(cast(AsyncGenerator[JobEvent, None], lease.stream(job))) as events:
-            async for event in events:
+        async with aclosing(events):
+            async for event in _chain(first, events):
+                if "started" in event.data and not event.final:
+                    continue
                 if not event.final:
                     finished = segmenter.feed(event.data.get("segment") or {})
                 else:
@@ -206,6 +239,12 @@ async def _events(
         log.exception("transcription stream failed")
         error = Unknown("aistack hit an internal error. It has been logged; please report it with the X-Request-ID.")
         yield sse({"type": "error", "error": error.to_dict()})
+
+
+async def _chain(first: JobEvent, rest: AsyncIterator[JobEvent]) -> AsyncIterator[JobEvent]:
+    yield first
+    async for event in rest:
+        yield event
 
 
 def _whole(result: dict[str, Any], form: TranscriptionForm) -> list[dict[str, Any]]:
