@@ -43,8 +43,9 @@ def test_each_format_decodes_to_the_announced_rate_and_duration(http, fmt: str) 
     assert 3.0 < announced < 8.0  # one spoken sentence
     duration, decoded_rate, level = decode(r.content, fmt, pcm_rate=rate)
     assert decoded_rate == rate
-    # mp3 and aac add an encoder delay of a few frames; everything else is sample-exact.
-    assert abs(duration - announced) < (0.08 if fmt in ("mp3", "aac") else 0.002)
+    # ADTS (aac) cannot say how much priming and padding it carries (up to two 1024-sample frames, 0.093 s);
+    # mp3 carries it in its LAME header. Everything else is sample-exact.
+    assert abs(duration - announced) < (0.1 if fmt == "aac" else 0.002)
     assert level > 0.02  # speech, not silence
 
 
