@@ -67,6 +67,9 @@ def resolve_asr(
     size = _size_of(lowered)
     entry = store.catalog.get(size) if size else None
     if entry is not None and entry.capability == "asr":
+        exact = next((m for m in candidates if m.id == entry.id), None)
+        if exact is not None:
+            return AsrChoice(exact)
         sibling = _english_sibling(entry.id, candidates)
         if sibling is not None and language in (None, "en") and not translate:
             return AsrChoice(sibling)
