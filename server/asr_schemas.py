@@ -84,19 +84,6 @@ class TranscriptionVerbose(BaseModel):
     usage: Usage | None = None
 
 
-class TranscriptDeltaEvent(BaseModel):
-    type: Literal["transcript.text.delta"] = "transcript.text.delta"
-    delta: str
-    segment: TranscriptSegment
-
-
-class TranscriptDoneEvent(BaseModel):
-    type: Literal["transcript.text.done"] = "transcript.text.done"
-    text: str
-    language: str
-    duration: float
-
-
 def form_openapi(*, translations: bool) -> dict[str, Any]:
     """`openapi_extra` declaring the multipart body, since the route parses it itself."""
     schema = TranscriptionForm.model_json_schema()
@@ -115,12 +102,17 @@ def form_openapi(*, translations: bool) -> dict[str, Any]:
 def response_content() -> dict[int | str, dict[str, Any]]:
     """The non-JSON answers of the endpoints, for the docs."""
     text = {"schema": {"type": "string"}}
+    events = {"schema": {"type": "string", "description": (
+        'One JSON object per "data:" line: {"type": "transcript.text.delta", "delta", "segment"} per sentence '
+        '(or cue) as soon as it is decoded, then {"type": "transcript.text.done", "text", "language", "duration"}. '
+        '{"type": "warning", "code", "model", "message"} may come first; {"type": "error", "error": {...}} '
+        "reports a failure after the stream began and ends it."
+    )}}
     return {
         200: {
-            "description": "json / verbose_json, or text, srt, vtt, or (stream=true) Server-Sent Events of "
-            "transcript.text.delta and transcript.text.done",
+            "description": "json / verbose_json, or text, srt, vtt, or (stream=true) Server-Sent Events",
             "content": {
-                "text/plain": text, "application/x-subrip": text, "text/vtt": text, "text/event-stream": text,
+                "text/plain": text, "application/x-subrip": text, "text/vtt": text, "text/event-stream": events,
             },
         }
     }
