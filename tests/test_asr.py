@@ -142,6 +142,18 @@ def test_vtt_uses_subtitle_cues(http: httpx.Client) -> None:
     assert_cue_limits(cues)
 
 
+def test_prompt_and_temperature_reach_the_decoder(http: httpx.Client) -> None:
+    british = "Every morning the little harbour town wakes up before the sun. The colour of the sea is grey."
+    data = clip(british)
+    plain = transcribe(http, data, response_format="verbose_json").json()
+    assert "harbor" in plain["text"] and "color" in plain["text"]  # Whisper spells American by default
+    assert all(s["temperature"] == 0.0 for s in plain["segments"])
+    primed = transcribe(http, data, response_format="verbose_json", temperature="0.6",
+                        prompt="The harbour town. British spelling: harbour, colour, grey.").json()
+    assert "harbour" in primed["text"] and "colour" in primed["text"], primed["text"]
+    assert all(s["temperature"] >= 0.6 for s in primed["segments"])
+
+
 def test_silence_is_an_empty_transcript(http: httpx.Client) -> None:
     response = transcribe(http, wav_bytes(*silence(3.0)), response_format="verbose_json")
     assert response.status_code == 200, response.text

@@ -7,6 +7,7 @@ temp file is gone after every kind of ending, disconnects included.
 from __future__ import annotations
 
 import io
+import re
 import socket
 import time
 import uuid
@@ -145,6 +146,23 @@ def test_limits_answer_overflow_and_no_temp_file_is_left(limited: tuple[Any, Pat
     _abandon_upload(server.url, request_id)
     assert server.access_record(request_id)["status"] == 499
     assert _no_uploads_left(temp), list(temp.iterdir())
+
+
+def test_a_large_upload_goes_to_disk_not_memory(start_server: Any, starter_data_dir: Path) -> None:
+    """96 MB through the upload path: the server's peak memory must not grow by anything like that."""
+    server = start_server(data_dir=starter_data_dir)
+
+    def peak_mb() -> float:
+        status = Path(f"/proc/{server.proc.pid}/status").read_text()
+        return int(re.search(r"VmHWM:\s+(\d+) kB", status).group(1)) / 1024  # type: ignore[union-attr]
+
+    with httpx.Client(base_url=server.url, timeout=120) as client:
+        client.post(URL, files={"file": ("clip.mp3", clip(SHORT_TEXT, "mp3"))})  # load the model first
+        before = peak_mb()
+        body = b"\0" * (96 * 2**20)
+        response = client.post(URL, files={"file": ("big.bin", body)})
+    assert_envelope(response, 400, "malformed", "faster-whisper", "not audio")
+    assert peak_mb() - before < 32, (before, peak_mb())
 
 
 def _multipart(data: bytes) -> bytes:
