@@ -102,14 +102,13 @@ def test_busy_then_disconnect_frees_the_runner_at_once(server: Any) -> None:
 def test_disconnect_during_a_plain_request_cancels_it(server: Any) -> None:
     request_id = f"asr-drop-{uuid.uuid4().hex[:8]}"
     with httpx.Client(base_url=server.url, timeout=TIMEOUT) as client:
-        client.post(URL, files={"file": ("clip.mp3", clip(SHORT_TEXT, "mp3"))})  # model loaded
-        runners = runner_pids(server)
         with pytest.raises(httpx.ReadTimeout):
             client.post(URL, files={"file": ("long.mp3", repeated_clip(LONG_TEXT, 2))},
                         headers={"X-Request-ID": request_id}, timeout=httpx.Timeout(1.0, connect=10))
+        # A plain request on long audio decodes in batches and stops after the current one (or its
+        # runner is replaced after AISTACK_CANCEL_GRACE_SEC): either way the next request is served.
         after = client.post(URL, files={"file": ("clip.mp3", clip(SHORT_TEXT, "mp3"))})
     assert after.status_code == 200, after.text
-    assert runner_pids(server) == runners
     assert server.access_record(request_id)["status"] == 499
 
 
