@@ -7,6 +7,7 @@ temp file is gone after every kind of ending, disconnects included.
 from __future__ import annotations
 
 import io
+import json
 import re
 import socket
 import time
@@ -18,6 +19,7 @@ from typing import Any
 import httpx
 import pytest
 
+from tests.asr_engines import ENGINES, install_starter_whisper_as
 from tests.speech import LONG_TEXT, SHORT_TEXT, clip, repeated_clip, silence, sse_events, video_only_mp4, wav_bytes
 from tests.test_asr import URL, wer
 
@@ -163,6 +165,22 @@ def test_a_large_upload_goes_to_disk_not_memory(start_server: Any, starter_data_
         response = client.post(URL, files={"file": ("big.bin", body)})
     assert_envelope(response, 400, "malformed", "faster-whisper", "not audio")
     assert peak_mb() - before < 32, (before, peak_mb())
+
+
+def test_a_gpu_that_fails_falls_back_to_the_cpu_visibly(
+    start_server: Any, starter_data_dir: Path, tmp_path: Path
+) -> None:
+    """CUDA that cannot load (here: no GPU at all behind a claimed one) means the CPU, said out loud."""
+    data_dir = tmp_path / "data"
+    install_starter_whisper_as(data_dir, starter_data_dir, "whisper-gpu", "whisper-pretend-gpu")
+    server = start_server(data_dir=data_dir, AISTACK_ENGINES=json.dumps(ENGINES))
+    with httpx.Client(base_url=server.url, timeout=120) as client:
+        response = client.post(URL, files={"file": ("clip.mp3", clip(SHORT_TEXT, "mp3"))}, data={"model": "whisper-gpu"})
+        assert response.status_code == 200 and wer(SHORT_TEXT, response.json()["text"]) <= 0.10
+        row = next(m for m in client.get("/admin/api/models").json()["data"] if m["id"] == "whisper-gpu")
+    assert row["device"] == "cpu" and row["info"]["compute_type"] == "int8"
+    assert "CUDA failed" in row["info"]["fallback"] and "CPU" in row["info"]["fallback"]
+    assert "CUDA failed" in server.log()
 
 
 def _multipart(data: bytes) -> bytes:

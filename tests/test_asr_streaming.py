@@ -17,6 +17,7 @@ import httpx
 import psutil
 import pytest
 
+from tests.asr_engines import ENGINES, install_starter_whisper_as
 from tests.speech import LONG_TEXT, SHORT_TEXT, clip, repeated_clip, sse_events
 from tests.test_asr import URL, wer
 
@@ -135,17 +136,8 @@ def test_model_that_cannot_stream_warns_then_sends_one_delta(
     start_server: Any, starter_data_dir: Path, tmp_path: Path
 ) -> None:
     data_dir = tmp_path / "data"
-    folder = data_dir / "models" / "whisper-whole"
-    folder.mkdir(parents=True)
-    source = starter_data_dir / "models" / "whisper-tiny.en"
-    names = ["config.json", "model.bin", "tokenizer.json", "vocabulary.txt"]
-    for name in names:
-        (folder / name).symlink_to(source / name)
-    manifest = {"id": "whisper-whole", "capability": "asr", "engine": "whisper-whole", "owned_by": "tests",
-                "languages": ["en"], "files": [{"name": n, "size": (source / n).stat().st_size} for n in names]}
-    (folder / "manifest.json").write_text(json.dumps(manifest))
-    private = start_server(data_dir=data_dir,
-                           AISTACK_ENGINES=json.dumps({"whisper-whole": "tests.asr_engines:WholeFileWhisper"}))
+    install_starter_whisper_as(data_dir, starter_data_dir, "whisper-whole", "whisper-whole")
+    private = start_server(data_dir=data_dir, AISTACK_ENGINES=json.dumps(ENGINES))
     with httpx.Client(base_url=private.url, timeout=TIMEOUT) as client:
         with client.stream("POST", URL, files={"file": ("clip.wav", clip(SHORT_TEXT))},
                            data={"stream": "true", "model": "whisper-whole"}) as response:

@@ -68,9 +68,10 @@ class WhisperEngine:
         self.model_id = str(spec.get("id"))
         self.fallback: str | None = None
         self.device, self.compute_type = self._pick_device(str(spec.get("device") or "auto"))
-        self.model = self._load(self.device, self.compute_type)
         if self.device == "cuda":
-            self._warm_up_or_fall_back()
+            self.model = self._load_on_gpu_or_fall_back()
+        else:
+            self.model = self._load(self.device, self.compute_type)
         self.multilingual = bool(self.model.model.is_multilingual)
         self._batched: Any = None
 
@@ -97,20 +98,25 @@ class WhisperEngine:
             self.compute_type = "default"
             return WhisperModel(path, device=device, compute_type="default")
 
-    def _warm_up_or_fall_back(self) -> None:
-        """Decode one second of silence on the GPU; CUDA libraries that are missing fail here, not mid-request."""
+    def _load_on_gpu_or_fall_back(self) -> Any:
+        """Load on the GPU and decode one second of silence there; on any CUDA failure, load on the CPU.
+
+        CTranslate2 loads cuBLAS lazily, so a missing library fails at the first
+        matrix product, not at load: the warm-up makes it fail here, not mid-request.
+        """
         import numpy as np
 
         try:
-            segments, _ = self.model.transcribe(np.zeros(SAMPLE_RATE, dtype=np.float32), language="en", beam_size=1)
+            model = self._load("cuda", self.compute_type)
+            segments, _ = model.transcribe(np.zeros(SAMPLE_RATE, dtype=np.float32), language="en", beam_size=1)
             list(segments)
-        except (RuntimeError, OSError) as exc:
+            return model
+        except (RuntimeError, OSError, ValueError) as exc:
             reason = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
-            self.fallback = f"CUDA failed at warm-up ({reason}); running on the CPU instead."
+            self.fallback = f"CUDA failed at load or warm-up ({reason}); running on the CPU instead."
             log.warning("%s: %s", self.model_id, self.fallback)
-            self.model = None
-            self.device, self.compute_type = "cpu", "int8"
-            self.model = self._load(self.device, self.compute_type)
+        self.device, self.compute_type = "cpu", "int8"
+        return self._load(self.device, self.compute_type)
 
     def info(self) -> dict[str, Any]:
         return {
