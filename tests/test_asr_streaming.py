@@ -38,9 +38,11 @@ def runner_pids(server: Any) -> set[int]:
 
 
 def test_stream_sends_each_sentence_as_it_is_decoded(server: Any) -> None:
+    request_id = f"asr-stream-{uuid.uuid4().hex[:8]}"
     with httpx.Client(base_url=server.url, timeout=TIMEOUT) as client:
         files = {"file": ("long.mp3", clip(LONG_TEXT, "mp3"))}
-        with client.stream("POST", URL, files=files, data={"stream": "true"}) as response:
+        with client.stream("POST", URL, files=files, data={"stream": "true"},
+                           headers={"X-Request-ID": request_id}) as response:
             assert response.status_code == 200
             assert response.headers["content-type"].startswith("text/event-stream")
             events = list(sse_events(response))
@@ -57,6 +59,9 @@ def test_stream_sends_each_sentence_as_it_is_decoded(server: Any) -> None:
         segment = event["segment"]
         assert segment["words"] and segment["start"] < segment["end"] and segment["text"] == event["delta"].strip()
         assert re.search(r"[.!?]$", segment["text"])
+    extra = server.access_record(request_id)["extra"]
+    assert extra["stream"] is True and extra["response_format"] == "sse" and extra["language"] == "en"
+    assert extra["audio_sec"] > 45 and extra["rtf"] > 0
 
 
 def test_stream_with_subtitle_granularity_sends_cues(http: httpx.Client) -> None:
