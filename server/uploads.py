@@ -11,9 +11,11 @@ edge middleware's (AISTACK_MAX_UPLOAD_MB).
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 import tempfile
+import threading
 from dataclasses import dataclass, field
 from typing import IO, Any
 
@@ -22,6 +24,7 @@ from starlette.requests import ClientDisconnect
 
 from models.errors import Cancelled, Malformed
 
+log = logging.getLogger("aistack.server")
 TEMP_PREFIX = "aistack-upload-"
 MAX_FIELD_BYTES = 64 * 1024
 MAX_FIELDS = 64
@@ -46,10 +49,22 @@ class Upload:
         """Delete the temp file; safe to call more than once."""
         path, self.path = self.path, None
         if path:
-            try:
-                os.unlink(path)
-            except FileNotFoundError:
-                pass
+            _unlink(path, tries_left=5)
+
+
+def _unlink(path: str, tries_left: int) -> None:
+    """Remove a file; on Windows a runner still reading a cancelled job's file holds it, so try again later."""
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass
+    except OSError as exc:
+        if tries_left <= 0:
+            log.warning("could not remove upload temp file %s: %s", path, exc)
+            return
+        timer = threading.Timer(2.0, _unlink, args=(path, tries_left - 1))
+        timer.daemon = True
+        timer.start()
 
 
 class _Parts:
