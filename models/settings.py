@@ -58,6 +58,11 @@ class Settings(BaseSettings):
 
     llm_context: int = Field(4096, ge=256, description="Default context window for chat models (catalog may lower it).")
     llm_threads: int = Field(0, ge=0, description="CPU threads for llama.cpp; 0 means the physical core count.")
+    llm_stream_interval_ms: float = Field(
+        20, ge=0, le=1000,
+        description="Streamed chat text is sent at most this often; tokens that come faster travel together "
+        "(each send costs CPU the model needs). 0 sends every token on its own.",
+    )
     engines: dict[str, str] = Field(
         default_factory=dict,
         description='Extra engines, as JSON {"name": "module:Class"}; a model manifest names its engine.',
