@@ -1,0 +1,296 @@
+"""The token loop for llama.cpp: reuse the cached prompt prefix, sample, stream text, stop on time.
+
+Written against `llama_cpp.Llama`'s own pieces (`eval`, the KV cache, the
+sampler chain) rather than `create_chat_completion`, because a server needs
+things that API hides: the number of prompt tokens served from the cache, a
+cancellation check between tokens, a logit-bias and lazy-grammar sampler, and
+text streamed with stop sequences held back. Each token's text comes from a
+piece cache, so the loop does no work that grows with the answer's length.
+"""
+
+from __future__ import annotations
+
+import codecs
+import ctypes
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from models.chat_format import TOOL_TRIGGER, Grammar
+from models.engines.base import JobContext
+from models.errors import Malformed
+
+PROVIDER = "llama.cpp"
+# llama.cpp's "pick a random seed" value; a client seed never maps onto it.
+_RANDOM_SEED = 0xFFFFFFFF
+_PENALTY_WINDOW = 64
+
+
+@dataclass
+class Sampling:
+    """Sampler settings of one request (OpenAI names; top_k, min_p, repeat_penalty are llama.cpp's)."""
+
+    temperature: float = 1.0
+    top_p: float = 1.0
+    top_k: int = 40
+    min_p: float = 0.05
+    presence_penalty: float = 0.0
+    frequency_penalty: float = 0.0
+    repeat_penalty: float = 1.0
+    seed: int | None = None
+    logit_bias: dict[int, float] = field(default_factory=dict)
+
+    @classmethod
+    def from_job(cls, data: dict[str, Any]) -> Sampling:
+        known = {k: v for k, v in data.items() if k in cls.__dataclass_fields__ and v is not None}
+        if "logit_bias" in known:
+            known["logit_bias"] = {int(k): float(v) for k, v in known["logit_bias"].items()}
+        return cls(**known)
+
+
+@dataclass
+class Outcome:
+    """How a generation ended, with its real token counts and timings."""
+
+    text: str
+    finish_reason: str  # stop | length
+    prompt_tokens: int
+    completion_tokens: int
+    cached_tokens: int
+    ttft_ms: float
+    tokens_per_s: float | None
+    captured: bool = False  # the output reached a tool call (auto mode): it was not streamed
+
+
+class TextStream:
+    """Turns token pieces into text, holding back what may still become a stop sequence.
+
+    `capture` is a marker (the start of a tool call) after which text is kept
+    for the caller instead of streamed.
+    """
+
+    def __init__(self, stops: list[str], capture: str | None = None):
+        self.stops = [s for s in stops if s]
+        self.capture = capture
+        self._watch = self.stops + ([capture] if capture else [])
+        self._decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+        self.text = ""
+        self.sent = 0
+        self.stopped = False
+        self.captured = False
+
+    def feed(self, piece: bytes) -> str:
+        """Add one token's bytes; return the text that is now safe to send."""
+        self.text += self._decoder.decode(piece)
+        if self.captured:
+            return ""
+        hit = self._first_hit() if self._watch else None
+        if hit is None:
+            return self._release(len(self.text) - self._held())
+        at, marker = hit
+        if marker == self.capture:
+            self.captured = True
+        else:
+            self.stopped = True
+            self.text = self.text[:at]
+        return self._release(at)
+
+    def finish(self) -> str:
+        """The rest of the text at the end of generation."""
+        if self.stopped:
+            return ""
+        self.text += self._decoder.decode(b"", final=True)
+        return "" if self.captured else self._release(len(self.text))
+
+    def _release(self, end: int) -> str:
+        out = self.text[self.sent : end] if end > self.sent else ""
+        self.sent = max(self.sent, end)
+        return out
+
+    def _first_hit(self) -> tuple[int, str] | None:
+        found = [(self.text.find(m, self.sent), m) for m in self._watch]
+        found = [(at, m) for at, m in found if at >= 0]
+        return min(found) if found else None
+
+    def _held(self) -> int:
+        """Length of the longest tail that starts a stop sequence or the capture marker."""
+        tail = self.text[self.sent :]
+        best = 0
+        for marker in self._watch:
+            for size in range(min(len(marker) - 1, len(tail)), best, -1):
+                if tail.endswith(marker[:size]):
+                    best = size
+                    break
+        return best
+
+
+class Decoder:
+    """Generation on one loaded `llama_cpp.Llama`, one request at a time."""
+
+    def __init__(self, llm: Any):
+        import llama_cpp
+
+        self.llm = llm
+        self._lib = llama_cpp
+        self._vocab = llm._model.vocab
+        self._n_vocab = llm.n_vocab()
+        self._buffer = ctypes.create_string_buffer(256)
+        self._pieces: dict[int, bytes] = {}
+
+    # Tokens ------------------------------------------------------------------------------
+    def piece(self, token: int) -> bytes:
+        """The bytes of one token, without special tokens (cached: the vocabulary never changes)."""
+        cached = self._pieces.get(token)
+        if cached is None:
+            size = self._lib.llama_token_to_piece(self._vocab, token, self._buffer, len(self._buffer), 0, False)
+            if size < 0:
+                self._buffer = ctypes.create_string_buffer(-size)
+                size = self._lib.llama_token_to_piece(self._vocab, token, self._buffer, len(self._buffer), 0, False)
+            cached = self._pieces[token] = self._buffer.raw[:size]
+        return cached
+
+    def is_end(self, token: int) -> bool:
+        return bool(self._lib.llama_vocab_is_eog(self._vocab, token))
+
+    def check_bias(self, logit_bias: dict[int, float]) -> None:
+        bad = [t for t in logit_bias if not 0 <= t < self._n_vocab]
+        if bad:
+            raise Malformed(
+                f"'logit_bias' names token id {bad[0]}, but this model's token ids run from 0 to {self._n_vocab - 1}.",
+                provider=PROVIDER,
+            )
+
+    # Prompt ------------------------------------------------------------------------------
+    def prefill(self, tokens: list[int], *, reuse: bool = True) -> int:
+        """Evaluate the prompt, reusing the KV cache for the prefix shared with the last request.
+
+        Returns how many prompt tokens came from the cache. At least the last
+        prompt token is always evaluated again, because sampling needs its logits.
+        `reuse=False` evaluates the whole prompt: logits computed one token at a
+        time differ in the last bits from logits computed in a batch, which is
+        enough to change a sampled token, so a seeded request must not depend
+        on what the cache holds.
+        """
+        llm = self.llm
+        cached = _common_prefix(llm.input_ids[: llm.n_tokens].tolist(), tokens) if reuse else 0
+        cached = min(cached, len(tokens) - 1)
+        if cached > 0 and llm._ctx.kv_cache_seq_rm(-1, cached, -1):
+            llm.n_tokens = cached
+        else:
+            llm.reset()  # recurrent models cannot cut their state: start over
+            cached = 0
+        llm.eval(tokens[cached:])
+        return cached
+
+    # Sampling ----------------------------------------------------------------------------
+    def sampler(self, sampling: Sampling, grammar: Grammar | None) -> Any:
+        """The sampler chain: bias, penalties, grammar, then greedy or top-k/top-p/min-p/temperature."""
+        from llama_cpp._internals import LlamaSampler
+
+        chain = LlamaSampler()
+        if sampling.logit_bias:
+            chain.add_logit_bias(self._n_vocab, sampling.logit_bias)
+        chain.add_penalties(
+            self._n_vocab, _PENALTY_WINDOW, sampling.repeat_penalty, sampling.frequency_penalty,
+            sampling.presence_penalty,
+        )
+        if grammar is not None:
+            self._add_grammar(chain, grammar)
+        if sampling.temperature <= 0:
+            chain.add_greedy()
+        else:
+            chain.add_top_k(sampling.top_k)
+            chain.add_top_p(sampling.top_p, 1)
+            chain.add_min_p(sampling.min_p, 1)
+            chain.add_temp(sampling.temperature)
+            chain.add_dist(_seed_value(sampling.seed))
+        return chain
+
+    def _add_grammar(self, chain: Any, grammar: Grammar) -> None:
+        lib = self._lib
+        text, root = grammar.text.encode(), grammar.root.encode()
+        if grammar.lazy:
+            patterns = (ctypes.c_char_p * 1)(TOOL_TRIGGER.encode())
+            no_tokens = (lib.llama_token * 0)()
+            made = lib.llama_sampler_init_grammar_lazy_patterns(self._vocab, text, root, patterns, 1, no_tokens, 0)
+        else:
+            made = lib.llama_sampler_init_grammar(self._vocab, text, root)
+        if not made:
+            raise Malformed(
+                "The requested output format could not be compiled into a grammar. Simplify the JSON schema.",
+                provider=PROVIDER,
+            )
+        lib.llama_sampler_chain_add(chain.sampler, made)
+
+    # Generation --------------------------------------------------------------------------
+    def generate(
+        self,
+        tokens: list[int],
+        *,
+        sampling: Sampling,
+        grammar: Grammar | None,
+        max_tokens: int,
+        stream: TextStream,
+        ctx: JobContext,
+        on_text: Callable[[str], None] | None = None,
+    ) -> Outcome:
+        """Prefill, then sample up to `max_tokens` tokens; `ctx.check()` runs before every token."""
+        started = time.perf_counter()
+        ctx.check()
+        cached = self.prefill(tokens, reuse=sampling.seed is None)
+        chain = self.sampler(sampling, grammar)
+        llm, produced, finish = self.llm, 0, "length"
+        first_at = last_at = None
+        try:
+            while produced < max_tokens:
+                token = chain.sample(llm._ctx, -1)
+                last_at = time.perf_counter()
+                first_at = first_at or last_at
+                if self.is_end(token):
+                    finish = "stop"
+                    break
+                produced += 1
+                text = stream.feed(self.piece(token))
+                if text and on_text is not None:
+                    on_text(text)
+                if stream.stopped:
+                    finish = "stop"
+                    break
+                if produced >= max_tokens:
+                    break
+                ctx.check()
+                llm.eval([token])
+        finally:
+            chain.close()
+        rest = stream.finish()
+        if rest and on_text is not None:
+            on_text(rest)
+        first_at = first_at or time.perf_counter()
+        decode_s = (last_at or first_at) - first_at
+        return Outcome(
+            text=stream.text,
+            finish_reason=finish,
+            prompt_tokens=len(tokens),
+            completion_tokens=produced,
+            cached_tokens=cached,
+            ttft_ms=round((first_at - started) * 1000, 1),
+            tokens_per_s=round((produced - 1) / decode_s, 1) if produced > 1 and decode_s > 0 else None,
+            captured=stream.captured,
+        )
+
+
+def _common_prefix(a: list[int], b: list[int]) -> int:
+    n = 0
+    for x, y in zip(a, b, strict=False):
+        if x != y:
+            break
+        n += 1
+    return n
+
+
+def _seed_value(seed: int | None) -> int:
+    if seed is None:
+        return _RANDOM_SEED
+    value = seed % (1 << 32)
+    return value ^ 1 if value == _RANDOM_SEED else value
