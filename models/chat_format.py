@@ -46,6 +46,7 @@ class Grammar:
     text: str
     root: str = "root"
     lazy: bool = False
+    reserve: int = 0  # tokens to keep for writing the keys a schema requires when max_tokens nears
 
 
 @dataclass
@@ -206,7 +207,7 @@ def tool_call_grammar(tools: list[dict[str, Any]], *, lazy: bool) -> Grammar:
     schema = shapes[0] if len(shapes) == 1 else {"anyOf": shapes}
     body = schema_grammar(schema, what="the 'parameters' schema of a tool in 'tools'")
     text = f'{body}\n{_CALL_ROOT} ::= "{TOOL_OPEN}" root "{TOOL_CLOSE}"\n'
-    return Grammar(text, root=_CALL_ROOT, lazy=lazy)
+    return Grammar(text, root=_CALL_ROOT, lazy=lazy, reserve=_key_reserve(schema))
 
 
 def parse_tool_calls(text: str, names: list[str]) -> tuple[str | None, list[dict[str, str]]]:
@@ -242,7 +243,7 @@ def response_format_grammar(response_format: dict[str, Any]) -> Grammar | None:
         return None
     schema = response_format.get("schema")
     if kind == "json_schema" and schema is not None:
-        return Grammar(schema_grammar(schema, what="'response_format.json_schema.schema'"))
+        return Grammar(schema_grammar(schema, what="'response_format.json_schema.schema'"), reserve=_key_reserve(schema))
     from llama_cpp.llama_grammar import JSON_GBNF
 
     return Grammar(JSON_GBNF)
@@ -262,3 +263,18 @@ def schema_grammar(schema: dict[str, Any], *, what: str) -> str:
             provider=PROVIDER,
         ) from None
     return text.replace(_LOOSE_CHAR, _STRICT_CHAR)
+
+
+def _key_reserve(schema: Any, *, per_key: int = 3, cap: int = 256) -> int:
+    """Tokens to write every key the schema requires (an upper bound: alternatives all count)."""
+    count = 0
+    stack = [schema]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, dict):
+            required = node.get("required")
+            count += len(required) if isinstance(required, list) else 0
+            stack.extend(node.values())
+        elif isinstance(node, list):
+            stack.extend(node)
+    return min(count * per_key, cap)

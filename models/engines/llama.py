@@ -112,7 +112,9 @@ class LlamaEngine:
         if plan.tool_mode != "none" and (outcome.captured or plan.tool_mode == "forced"):
             content, calls = parse_tool_calls(outcome.text, plan.tool_names)
             if calls:
-                return {**result, "content": content, "tool_calls": calls, "finish_reason": "tool_calls"}
+                # A call closed early because max_tokens ran out is valid JSON but may be cut short: say so.
+                finish = "length" if outcome.finish_reason == "length" else "tool_calls"
+                return {**result, "content": content, "tool_calls": calls, "finish_reason": finish}
             # An unfinished call (cut by max_tokens): show the raw text rather than nothing.
             # `unsent` is the part a stream has not shown yet.
             cut = 0 if plan.tool_mode == "forced" else max(outcome.text.find(TOOL_OPEN), 0)

@@ -19,6 +19,7 @@ from typing import Any
 
 from models.chat_format import TOOL_TRIGGER, Grammar
 from models.engines.base import JobContext
+from models.engines.json_budget import CLOSING_BIAS, COMMA_BIAS, JsonBudget, closes_container, closes_string
 from models.errors import Malformed
 
 PROVIDER = "llama.cpp"
@@ -137,6 +138,7 @@ class Decoder:
         self._n_vocab = llm.n_vocab()
         self._buffer = ctypes.create_string_buffer(256)
         self._pieces: dict[int, bytes] = {}
+        self._closing_biases: tuple[dict[int, float], dict[int, float]] | None = None
 
     # Tokens ------------------------------------------------------------------------------
     def piece(self, token: int) -> bytes:
@@ -223,6 +225,32 @@ class Decoder:
             )
         lib.llama_sampler_chain_add(chain.sampler, made)
 
+    def closing_biases(self) -> tuple[dict[int, float], dict[int, float]]:
+        """Biases towards closing JSON inside a string and outside one (see `json_budget`); built once."""
+        if self._closing_biases is None:
+            inside: dict[int, float] = {}
+            outside: dict[int, float] = {}
+            for token in range(self._n_vocab):
+                text = self.piece(token).decode("utf-8", errors="ignore")
+                if self.is_end(token):
+                    inside[token] = outside[token] = CLOSING_BIAS
+                elif closes_string(text):
+                    inside[token] = CLOSING_BIAS
+                elif closes_container(text):
+                    outside[token] = CLOSING_BIAS
+                elif text.strip() == ",":
+                    outside[token] = COMMA_BIAS
+            self._closing_biases = (inside, outside)
+        return self._closing_biases
+
+    def _closing_chains(self, grammar: Grammar | None, generated: list[int]) -> tuple[Any, Any]:
+        """Greedy chains leaning towards closers (in a string, outside one), their grammars caught up."""
+        chains = tuple(self.sampler(Sampling(temperature=0, logit_bias=bias), grammar) for bias in self.closing_biases())
+        for chain in chains:
+            for token in generated:
+                chain.accept(token)
+        return chains[0], chains[1]
+
     # Generation --------------------------------------------------------------------------
     def generate(
         self,
@@ -235,42 +263,30 @@ class Decoder:
         ctx: JobContext,
         on_text: Callable[[str], None] | None = None,
     ) -> Outcome:
-        """Prefill, then sample up to `max_tokens` tokens; `ctx.check()` runs before every token."""
+        """Prefill, then sample up to `max_tokens` tokens; `ctx.check()` runs before every token.
+
+        Output constrained to JSON (a grammar that is not lazy) is closed in
+        time if `max_tokens` would cut it (`json_budget`).
+        """
         started = time.perf_counter()
         ctx.check()
         cached = self.prefill(tokens, reuse=sampling.seed is None)
-        chain = self.sampler(sampling, grammar)
-        llm, produced, finish = self.llm, 0, "length"
-        first_at = last_at = None
+        budget = JsonBudget(max_tokens, grammar.reserve) if grammar is not None and not grammar.lazy else None
+        run = _Run(self.sampler(sampling, grammar))
         try:
-            while produced < max_tokens:
-                token = chain.sample(llm._ctx, -1)
-                last_at = time.perf_counter()
-                first_at = first_at or last_at
-                if self.is_end(token):
-                    finish = "stop"
-                    break
-                produced += 1
-                text = stream.feed(self.piece(token))
-                if text and on_text is not None:
-                    on_text(text)
-                if stream.stopped:
-                    finish = "stop"
-                    break
-                if produced >= max_tokens:
-                    break
-                ctx.check()
-                llm.eval([token])
+            self._loop(run, grammar, max_tokens, stream, ctx, on_text, budget)
         finally:
-            chain.close()
+            for chain in (run.chain, *run.closing):
+                chain.close()
         rest = stream.finish()
         if rest and on_text is not None:
             on_text(rest)
-        first_at = first_at or time.perf_counter()
-        decode_s = (last_at or first_at) - first_at
+        first_at = run.first_at or time.perf_counter()
+        decode_s = (run.last_at or first_at) - first_at
+        produced = len(run.generated)
         return Outcome(
             text=stream.text,
-            finish_reason=finish,
+            finish_reason="length" if budget is not None and budget.closing else run.finish,
             prompt_tokens=len(tokens),
             completion_tokens=produced,
             cached_tokens=cached,
@@ -278,6 +294,57 @@ class Decoder:
             tokens_per_s=round((produced - 1) / decode_s, 1) if produced > 1 and decode_s > 0 else None,
             captured=stream.captured,
         )
+
+    def _loop(
+        self, run: _Run, grammar: Grammar | None, max_tokens: int, stream: TextStream, ctx: JobContext,
+        on_text: Callable[[str], None] | None, budget: JsonBudget | None,
+    ) -> None:
+        llm = self.llm
+        while len(run.generated) < max_tokens:
+            if budget is not None and budget.due(len(run.generated)):
+                run.closing = self._closing_chains(grammar, run.generated)
+            token = self._sample(run, budget)
+            run.last_at = time.perf_counter()
+            run.first_at = run.first_at or run.last_at
+            if self.is_end(token):
+                run.finish = "stop"
+                return
+            run.generated.append(token)
+            piece = self.piece(token)
+            if budget is not None:
+                budget.feed(piece)
+            text = stream.feed(piece)
+            if text and on_text is not None:
+                on_text(text)
+            if stream.stopped:
+                run.finish = "stop"
+                return
+            if len(run.generated) >= max_tokens:
+                return
+            ctx.check()
+            llm.eval([token])
+
+
+    def _sample(self, run: _Run, budget: JsonBudget | None) -> int:
+        if not run.closing or budget is None:
+            return int(run.chain.sample(self.llm._ctx, -1))
+        inside, outside = run.closing
+        chosen, other = (inside, outside) if budget.in_string else (outside, inside)
+        token = int(chosen.sample(self.llm._ctx, -1))
+        other.accept(token)  # keep the other chain's grammar in step
+        return token
+
+
+@dataclass
+class _Run:
+    """The state of one generation loop."""
+
+    chain: Any
+    closing: tuple[Any, ...] = ()
+    generated: list[int] = field(default_factory=list)
+    finish: str = "length"
+    first_at: float | None = None
+    last_at: float | None = None
 
 
 def _common_prefix(a: list[int], b: list[int]) -> int:
