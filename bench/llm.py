@@ -43,12 +43,8 @@ from tests.conftest import DEFAULT_DATA, ServerProcess, free_port  # noqa: E402
 
 MODEL_ID = "smollm2-135m-instruct"
 CONTEXT = 4096
-SYSTEM = (
-    "You are a patient storyteller for a video editing app. "
-    + " ".join(
-        f"Rule {i}: keep the story kind, concrete and easy to read aloud, with short sentences and vivid detail."
-        for i in range(1, 21)
-    )
+SYSTEM = "You are a patient storyteller for a video editing app. " + " ".join(
+    f"Rule {i}: keep the story kind, concrete and easy to read aloud, with short sentences and vivid detail." for i in range(1, 21)
 )
 FIRST = "Write a long story about a lighthouse keeper who learns to paint the sea."
 SECOND = "Now give the story a title and explain why you chose it."
@@ -119,8 +115,15 @@ def http_turn(url: str, extra: dict[str, object]) -> object:
     """A turn through an OpenAI-compatible server; token counts from `usage` when it sends one."""
 
     def turn(messages: list[dict[str, str]], limit: int) -> Turn:
-        body = {"model": MODEL_ID, "messages": messages, "temperature": 0, "max_tokens": limit, "stream": True,
-                "stream_options": {"include_usage": True}, **extra}
+        body = {
+            "model": MODEL_ID,
+            "messages": messages,
+            "temperature": 0,
+            "max_tokens": limit,
+            "stream": True,
+            "stream_options": {"include_usage": True},
+            **extra,
+        }
         usage: dict[str, int] = {}
         with httpx.Client(timeout=300) as client, client.stream("POST", url + "/v1/chat/completions", json=body) as r:
             r.raise_for_status()
@@ -154,9 +157,25 @@ def run_aistack(data_dir: Path, runs: int, max_tokens: int) -> Result:
 
 def run_peer(model_file: Path, runs: int, max_tokens: int, threads: int) -> Result | None:
     port = free_port()
-    cmd = [sys.executable, "-m", "llama_cpp.server", "--model", str(model_file), "--model_alias", MODEL_ID,
-           "--n_ctx", str(CONTEXT), "--n_threads", str(threads), "--n_threads_batch", str(threads),
-           "--host", "127.0.0.1", "--port", str(port)]
+    cmd = [
+        sys.executable,
+        "-m",
+        "llama_cpp.server",
+        "--model",
+        str(model_file),
+        "--model_alias",
+        MODEL_ID,
+        "--n_ctx",
+        str(CONTEXT),
+        "--n_threads",
+        str(threads),
+        "--n_threads_batch",
+        str(threads),
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+    ]
     # Its log goes to a file: llama.cpp's verbose load log would fill a pipe and stall it.
     log = tempfile.TemporaryFile()
     proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)
@@ -214,14 +233,13 @@ def report(results: list[Result]) -> bool:
     raw, ours = results[0], results[1]
     peer = results[2] if len(results) > 2 else None
     checks = [
-        (f"aistack decode / raw = {ours.tokens_per_s / raw.tokens_per_s:.3f} (>= 0.95)",
-         ours.tokens_per_s >= 0.95 * raw.tokens_per_s),
-        (f"aistack 2nd-turn TTFT / 1st = {ours.second_ttft / ours.ttft:.3f} (well under 1: < 0.5)",
-         ours.second_ttft < 0.5 * ours.ttft),
+        (f"aistack decode / raw = {ours.tokens_per_s / raw.tokens_per_s:.3f} (>= 0.95)", ours.tokens_per_s >= 0.95 * raw.tokens_per_s),
+        (f"aistack 2nd-turn TTFT / 1st = {ours.second_ttft / ours.ttft:.3f} (well under 1: < 0.5)", ours.second_ttft < 0.5 * ours.ttft),
     ]
     if peer is not None:
-        checks.append((f"aistack decode / peer = {ours.tokens_per_s / peer.tokens_per_s:.3f} (>= 1.0)",
-                       ours.tokens_per_s >= peer.tokens_per_s))
+        checks.append(
+            (f"aistack decode / peer = {ours.tokens_per_s / peer.tokens_per_s:.3f} (>= 1.0)", ours.tokens_per_s >= peer.tokens_per_s)
+        )
     same = all(r.text == raw.text for r in results)
     print(f"\nsame greedy answer from all systems: {same}")
     for text, ok in checks:
@@ -247,8 +265,7 @@ def main() -> int:
     assert model is not None
     model_file = model.file(model.manifest["files"][0]["name"])
     threads = physical_cores()
-    print(f"model {model_file.name}, context {CONTEXT}, {threads} threads, greedy, "
-          f"{args.max_tokens} tokens, median of {args.runs} runs")
+    print(f"model {model_file.name}, context {CONTEXT}, {threads} threads, greedy, {args.max_tokens} tokens, median of {args.runs} runs")
     results = [run_raw(model_file, args.runs, args.max_tokens, threads), run_aistack(args.data_dir, args.runs, args.max_tokens)]
     if not args.no_peer:
         peer = run_peer(model_file, args.runs, args.max_tokens, threads)

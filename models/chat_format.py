@@ -86,8 +86,7 @@ class ChatTemplate:
         except Exception as exc:  # noqa: BLE001 - template errors are the client's to fix
             reason = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
             raise Malformed(
-                f"This model's chat template cannot format these messages ({reason}). "
-                "Check the order and roles of 'messages'.",
+                f"This model's chat template cannot format these messages ({reason}). Check the order and roles of 'messages'.",
                 provider=PROVIDER,
             ) from None
 

@@ -85,8 +85,7 @@ class ChatShape:
 
 def tool_calls_of(final: dict[str, Any]) -> list[dict[str, Any]]:
     return [
-        {"id": "call_" + secrets.token_hex(12), "type": "function",
-         "function": {"name": call["name"], "arguments": call["arguments"]}}
+        {"id": "call_" + secrets.token_hex(12), "type": "function", "function": {"name": call["name"], "arguments": call["arguments"]}}
         for call in final.get("tool_calls") or []
     ]
 
@@ -106,8 +105,7 @@ class CompletionShape:
     def whole(self, final: dict[str, Any]) -> dict[str, Any]:
         return {
             **self._head(),
-            "choices": [{"index": 0, "text": self.echo + final["text"], "logprobs": None,
-                         "finish_reason": final["finish_reason"]}],
+            "choices": [{"index": 0, "text": self.echo + final["text"], "logprobs": None, "finish_reason": final["finish_reason"]}],
             "usage": usage_of(final),
         }
 

@@ -86,8 +86,7 @@ class SamplingFields(BaseModel):
 
     def sampling(self) -> dict[str, Any]:
         """Plain-data sampler settings for the engine (unset fields keep the engine's defaults)."""
-        fields = ("temperature", "top_p", "presence_penalty", "frequency_penalty", "seed", "top_k", "min_p",
-                  "repeat_penalty")
+        fields = ("temperature", "top_p", "presence_penalty", "frequency_penalty", "seed", "top_k", "min_p", "repeat_penalty")
         values: dict[str, Any] = {name: getattr(self, name) for name in fields if getattr(self, name) is not None}
         if self.logit_bias:
             values["logit_bias"] = {int(k): float(v) for k, v in self.logit_bias.items()}

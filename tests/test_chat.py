@@ -53,7 +53,11 @@ def test_stream_matches_the_whole_answer(openai_client):
     whole = openai_client.chat.completions.create(model=MODEL, messages=HELLO, max_tokens=40, temperature=0)
     chunks = list(
         openai_client.chat.completions.create(
-            model=MODEL, messages=HELLO, max_tokens=40, temperature=0, stream=True,
+            model=MODEL,
+            messages=HELLO,
+            max_tokens=40,
+            temperature=0,
+            stream=True,
             stream_options={"include_usage": True},
         )
     )
@@ -92,19 +96,21 @@ def test_stream_wire_format_ends_with_done(http):
 
 
 def test_content_as_text_parts_equals_string(openai_client):
-    parts = [{"role": "user", "content": [{"type": "text", "text": "Say hello to Anna "},
-                                          {"type": "text", "text": "in one short sentence."}]}]
+    parts = [
+        {"role": "user", "content": [{"type": "text", "text": "Say hello to Anna "}, {"type": "text", "text": "in one short sentence."}]}
+    ]
     a = openai_client.chat.completions.create(model=MODEL, messages=HELLO, max_tokens=20, temperature=0)
     b = openai_client.chat.completions.create(model=MODEL, messages=parts, max_tokens=20, temperature=0)
     assert a.choices[0].message.content == b.choices[0].message.content
 
 
 def test_second_turn_reuses_the_cached_prefix(openai_client):
-    first = [{"role": "system", "content": "You answer in one sentence. Session 7781."},
-             {"role": "user", "content": "What colour is the sky on a clear day?"}]
+    first = [
+        {"role": "system", "content": "You answer in one sentence. Session 7781."},
+        {"role": "user", "content": "What colour is the sky on a clear day?"},
+    ]
     one = openai_client.chat.completions.create(model=MODEL, messages=first, max_tokens=30, temperature=0)
-    second = [*first, {"role": "assistant", "content": one.choices[0].message.content},
-              {"role": "user", "content": "And at sunset?"}]
+    second = [*first, {"role": "assistant", "content": one.choices[0].message.content}, {"role": "user", "content": "And at sunset?"}]
     two = openai_client.chat.completions.create(model=MODEL, messages=second, max_tokens=10, temperature=0)
     assert one.usage.prompt_tokens_details.cached_tokens < one.usage.prompt_tokens // 2
     # The whole first turn (prompt and answer) comes from the cache; only the new question is read.
@@ -116,8 +122,7 @@ def test_same_seed_same_answer(openai_client):
     story = [{"role": "user", "content": "Tell me a very short story about a fox."}]
 
     def ask(seed: int) -> str:
-        answer = openai_client.chat.completions.create(model=MODEL, messages=story, max_tokens=30, temperature=1.2,
-                                                       seed=seed)
+        answer = openai_client.chat.completions.create(model=MODEL, messages=story, max_tokens=30, temperature=1.2, seed=seed)
         return answer.choices[0].message.content
 
     first = ask(1234)
@@ -134,12 +139,10 @@ def test_stop_sequence_ends_the_answer(openai_client):
     stop = " " + words[2]
     expected = text[: text.index(stop)]
     for stops in (stop, [stop, "zzzz-never"]):
-        answer = openai_client.chat.completions.create(model=MODEL, messages=HELLO, max_tokens=30, temperature=0,
-                                                       stop=stops)
+        answer = openai_client.chat.completions.create(model=MODEL, messages=HELLO, max_tokens=30, temperature=0, stop=stops)
         assert answer.choices[0].message.content == expected
         assert answer.choices[0].finish_reason == "stop"
-    streamed = openai_client.chat.completions.create(model=MODEL, messages=HELLO, max_tokens=30, temperature=0,
-                                                     stop=stop, stream=True)
+    streamed = openai_client.chat.completions.create(model=MODEL, messages=HELLO, max_tokens=30, temperature=0, stop=stop, stream=True)
     chunks = [c for c in streamed if c.choices]
     assert "".join(c.choices[0].delta.content or "" for c in chunks) == expected
     assert chunks[-1].choices[0].finish_reason == "stop"
@@ -157,19 +160,28 @@ def test_logit_bias_steers_tokens(openai_client, vocab):
     free = openai_client.chat.completions.create(model=MODEL, messages=HELLO, max_tokens=8, temperature=0)
     text = free.choices[0].message.content
     first_token = vocab.tokenize(text.encode(), add_bos=False, special=False)[0]
-    banned = openai_client.chat.completions.create(model=MODEL, messages=HELLO, max_tokens=8, temperature=0,
-                                                   logit_bias={str(first_token): -100})
+    banned = openai_client.chat.completions.create(
+        model=MODEL, messages=HELLO, max_tokens=8, temperature=0, logit_bias={str(first_token): -100}
+    )
     assert vocab.tokenize(banned.choices[0].message.content.encode(), add_bos=False)[0] != first_token
     banana = vocab.tokenize(b"Banana", add_bos=False, special=False)[0]
-    forced = openai_client.chat.completions.create(model=MODEL, messages=HELLO, max_tokens=8, temperature=0,
-                                                   logit_bias={str(banana): 100})
+    forced = openai_client.chat.completions.create(model=MODEL, messages=HELLO, max_tokens=8, temperature=0, logit_bias={str(banana): 100})
     assert forced.choices[0].message.content.startswith(vocab.detokenize([banana]).decode())
 
 
 def test_sampling_options_are_accepted(openai_client):
     answer = openai_client.chat.completions.create(
-        model=MODEL, messages=HELLO, max_tokens=12, temperature=0.7, top_p=0.9, presence_penalty=1.0,
-        frequency_penalty=0.5, seed=5, user="someone", n=1, extra_body={"top_k": 20, "min_p": 0.1, "repeat_penalty": 1.1},
+        model=MODEL,
+        messages=HELLO,
+        max_tokens=12,
+        temperature=0.7,
+        top_p=0.9,
+        presence_penalty=1.0,
+        frequency_penalty=0.5,
+        seed=5,
+        user="someone",
+        n=1,
+        extra_body={"top_k": 20, "min_p": 0.1, "repeat_penalty": 1.1},
     )
     assert answer.choices[0].message.content
 
@@ -178,8 +190,11 @@ def test_tool_role_and_developer_messages(openai_client):
     messages = [
         {"role": "developer", "content": "You report the weather briefly."},
         {"role": "user", "content": "What is the weather in Oslo?"},
-        {"role": "assistant", "content": None, "tool_calls": [
-            {"id": "call_1", "type": "function", "function": {"name": "get_weather", "arguments": '{"city": "Oslo"}'}}]},
+        {
+            "role": "assistant",
+            "content": None,
+            "tool_calls": [{"id": "call_1", "type": "function", "function": {"name": "get_weather", "arguments": '{"city": "Oslo"}'}}],
+        },
         {"role": "tool", "tool_call_id": "call_1", "content": '{"temperature_c": 4, "sky": "snow"}'},
     ]
     answer = openai_client.chat.completions.create(model=MODEL, messages=messages, max_tokens=30, temperature=0)
@@ -206,15 +221,13 @@ def test_keep_alive_zero_unloads_after_the_request(http):
         entry = next(m for m in http.get("/v1/models").json()["data"] if m["id"] == MODEL)
         return bool(entry["loaded"])
 
-    answer = http.post("/v1/chat/completions", json={"model": MODEL, "messages": HELLO, "max_tokens": 3,
-                                                     "keep_alive": 0})
+    answer = http.post("/v1/chat/completions", json={"model": MODEL, "messages": HELLO, "max_tokens": 3, "keep_alive": 0})
     assert answer.status_code == 200
     deadline = time.monotonic() + 10
     while loaded() and time.monotonic() < deadline:
         time.sleep(0.1)
     assert not loaded()
-    again = http.post("/v1/chat/completions", json={"model": MODEL, "messages": HELLO, "max_tokens": 3,
-                                                    "keep_alive": "5m"})
+    again = http.post("/v1/chat/completions", json={"model": MODEL, "messages": HELLO, "max_tokens": 3, "keep_alive": "5m"})
     assert again.status_code == 200 and loaded()
 
 

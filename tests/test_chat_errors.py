@@ -33,8 +33,11 @@ BAD_REQUESTS = [
     pytest.param(ok(messages=[{"role": "wizard", "content": "hi"}]), "messages.0.role", id="bad-role"),
     pytest.param(ok(messages=[{"role": "user"}]), "messages.0", id="no-content"),
     pytest.param(ok(messages=[{"role": "user", "content": 5}]), "messages.0.content", id="content-number"),
-    pytest.param(ok(messages=[{"role": "user", "content": [{"type": "image_url", "image_url": {"url": "x"}}]}]),
-                 "messages.0.content", id="image-part"),
+    pytest.param(
+        ok(messages=[{"role": "user", "content": [{"type": "image_url", "image_url": {"url": "x"}}]}]),
+        "messages.0.content",
+        id="image-part",
+    ),
     pytest.param(ok(n=2), "'n'", id="n-2"),
     pytest.param(ok(temperature=3), "temperature", id="temperature"),
     pytest.param(ok(top_p=1.5), "top_p", id="top-p"),
@@ -51,14 +54,13 @@ BAD_REQUESTS = [
     pytest.param(ok(logit_bias={"5": 500}), "logit_bias", id="logit-bias-value"),
     pytest.param(ok(response_format={"type": "xml"}), "response_format", id="response-format"),
     pytest.param(ok(response_format={"type": "json_schema"}), "response_format", id="json-schema-missing"),
-    pytest.param(ok(tools=[{"type": "function", "function": {"description": "x"}}]), "tools.0.function",
-                 id="tool-without-name"),
-    pytest.param(ok(tools=[{"type": "function", "function": {"name": "two words"}}]), "tools.0.function.name",
-                 id="tool-name"),
+    pytest.param(ok(tools=[{"type": "function", "function": {"description": "x"}}]), "tools.0.function", id="tool-without-name"),
+    pytest.param(ok(tools=[{"type": "function", "function": {"name": "two words"}}]), "tools.0.function.name", id="tool-name"),
     pytest.param(ok(tools=ONE_TOOL, tool_choice="sometimes"), "tool_choice", id="tool-choice-value"),
     pytest.param(ok(tool_choice="required"), "tool_choice", id="tool-choice-without-tools"),
-    pytest.param(ok(tools=ONE_TOOL, tool_choice={"type": "function", "function": {"name": "nope"}}), "tool_choice",
-                 id="tool-choice-unknown"),
+    pytest.param(
+        ok(tools=ONE_TOOL, tool_choice={"type": "function", "function": {"name": "nope"}}), "tool_choice", id="tool-choice-unknown"
+    ),
     pytest.param(ok(logprobs=True), "logprobs", id="logprobs"),
     pytest.param(ok(functions=[{"name": "f"}]), "functions", id="functions"),
     pytest.param(ok(keep_alive="soon"), "keep_alive", id="keep-alive"),
@@ -78,9 +80,7 @@ def test_bad_request_is_malformed_naming_the_field(http, body, field):
     assert field in error["message"]
 
 
-@pytest.mark.parametrize(
-    "raw", [b"{bad json", b"[1, 2]", b'"text"', b""], ids=["invalid-json", "array", "string", "empty"]
-)
+@pytest.mark.parametrize("raw", [b"{bad json", b"[1, 2]", b'"text"', b""], ids=["invalid-json", "array", "string", "empty"])
 def test_body_that_is_not_a_json_object(http, raw):
     response = http.post("/v1/chat/completions", content=raw, headers={"Content-Type": "application/json"})
     assert response.status_code == 400
@@ -146,8 +146,9 @@ def test_max_tokens_beyond_the_context_is_clipped(small_context, eos):
 
 def test_stream_interval_zero_sends_every_token(small_context):
     client = openai.OpenAI(base_url=small_context.url + "/v1", api_key="x", max_retries=0)
-    chunks = list(client.chat.completions.create(model=MODEL, messages=HELLO, max_tokens=20, stream=True,
-                                                 stream_options={"include_usage": True}))
+    chunks = list(
+        client.chat.completions.create(model=MODEL, messages=HELLO, max_tokens=20, stream=True, stream_options={"include_usage": True})
+    )
     content = [c for c in chunks if c.choices and c.choices[0].delta.content]
     assert len(content) == chunks[-1].usage.completion_tokens
 
@@ -198,7 +199,11 @@ def test_engine_crash_mid_stream_is_an_error_event(http, openai_client, eos):
     assert pid
     body = _endless(eos)
     stream = openai_client.chat.completions.create(
-        model=MODEL, messages=body["messages"], max_tokens=3000, stream=True, logit_bias={str(eos): -100},
+        model=MODEL,
+        messages=body["messages"],
+        max_tokens=3000,
+        stream=True,
+        logit_bias={str(eos): -100},
     )
     with pytest.raises(openai.APIError) as caught:
         for i, _chunk in enumerate(stream):

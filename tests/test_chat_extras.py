@@ -50,14 +50,16 @@ def test_completion_echo_and_stop(openai_client):
 
 def test_completion_stream(openai_client, http):
     whole = openai_client.completions.create(model=MODEL, prompt=PROMPT, max_tokens=12, temperature=0)
-    chunks = list(openai_client.completions.create(model=MODEL, prompt=PROMPT, max_tokens=12, temperature=0,
-                                                   stream=True, stream_options={"include_usage": True}))
+    chunks = list(
+        openai_client.completions.create(
+            model=MODEL, prompt=PROMPT, max_tokens=12, temperature=0, stream=True, stream_options={"include_usage": True}
+        )
+    )
     assert all(c.object == "text_completion" and c.id == chunks[0].id for c in chunks)
     assert "".join(c.choices[0].text for c in chunks if c.choices) == whole.choices[0].text
     assert [c.choices[0].finish_reason for c in chunks if c.choices][-1] == "length"
     assert chunks[-1].usage.completion_tokens == 12
-    with http.stream("POST", "/v1/completions", json={"model": MODEL, "prompt": PROMPT, "max_tokens": 3,
-                                                       "stream": True}) as response:
+    with http.stream("POST", "/v1/completions", json={"model": MODEL, "prompt": PROMPT, "max_tokens": 3, "stream": True}) as response:
         lines = [line for line in response.iter_lines() if line]
     assert lines[-1] == "data: [DONE]"
 

@@ -49,7 +49,11 @@ WEATHER_QUESTION = [{"role": "user", "content": "What is the weather like in Par
 def test_json_object_is_parseable(openai_client):
     messages = [{"role": "user", "content": "Describe a cat as a JSON object with its name and age."}]
     answer = openai_client.chat.completions.create(
-        model=MODEL, messages=messages, response_format={"type": "json_object"}, max_tokens=200, temperature=0,
+        model=MODEL,
+        messages=messages,
+        response_format={"type": "json_object"},
+        max_tokens=200,
+        temperature=0,
     )
     assert answer.choices[0].finish_reason == "stop"
     assert isinstance(json.loads(answer.choices[0].message.content), dict)
@@ -58,8 +62,13 @@ def test_json_object_is_parseable(openai_client):
 def test_json_object_streamed_is_parseable(openai_client):
     messages = [{"role": "user", "content": "Give me a JSON object about the planet Mars."}]
     stream = openai_client.chat.completions.create(
-        model=MODEL, messages=messages, response_format={"type": "json_object"}, max_tokens=200, temperature=0.8,
-        seed=3, stream=True,
+        model=MODEL,
+        messages=messages,
+        response_format={"type": "json_object"},
+        max_tokens=200,
+        temperature=0.8,
+        seed=3,
+        stream=True,
     )
     text = "".join(c.choices[0].delta.content or "" for c in stream if c.choices)
     assert isinstance(json.loads(text), dict)
@@ -68,7 +77,11 @@ def test_json_object_streamed_is_parseable(openai_client):
 def test_json_schema_validates_with_the_sdk_parser(openai_client):
     messages = [{"role": "user", "content": "Tell me about Lisbon."}]
     answer = openai_client.chat.completions.parse(
-        model=MODEL, messages=messages, response_format=City, max_tokens=200, temperature=0,
+        model=MODEL,
+        messages=messages,
+        response_format=City,
+        max_tokens=200,
+        temperature=0,
     )
     city = answer.choices[0].message.parsed
     assert isinstance(city, City)
@@ -79,7 +92,12 @@ def test_json_schema_holds_when_sampling(openai_client):
     messages = [{"role": "user", "content": "Invent a city."}]
     for seed in (1, 2):
         answer = openai_client.chat.completions.parse(
-            model=MODEL, messages=messages, response_format=City, max_tokens=200, temperature=1.0, seed=seed,
+            model=MODEL,
+            messages=messages,
+            response_format=City,
+            max_tokens=200,
+            temperature=1.0,
+            seed=seed,
         )
         assert isinstance(answer.choices[0].message.parsed, City)
 
@@ -90,12 +108,21 @@ def test_json_stays_whole_when_max_tokens_runs_out(openai_client):
     schema = {"type": "json_schema", "json_schema": {"name": "City", "schema": City.model_json_schema(), "strict": True}}
     for seed in (1, 2, 3):
         loose = openai_client.chat.completions.create(
-            model=MODEL, messages=messages, response_format={"type": "json_object"}, max_tokens=40, temperature=1.0,
+            model=MODEL,
+            messages=messages,
+            response_format={"type": "json_object"},
+            max_tokens=40,
+            temperature=1.0,
             seed=seed,
         )
         assert isinstance(json.loads(loose.choices[0].message.content), dict)
         strict = openai_client.chat.completions.create(
-            model=MODEL, messages=messages, response_format=schema, max_tokens=30, temperature=1.0, seed=seed,
+            model=MODEL,
+            messages=messages,
+            response_format=schema,
+            max_tokens=30,
+            temperature=1.0,
+            seed=seed,
         )
         City.model_validate_json(strict.choices[0].message.content, strict=True)
         assert strict.usage.completion_tokens <= 30
@@ -103,7 +130,10 @@ def test_json_stays_whole_when_max_tokens_runs_out(openai_client):
 
 def test_forced_tool_call_has_valid_arguments(openai_client):
     answer = openai_client.chat.completions.parse(
-        model=MODEL, messages=WEATHER_QUESTION, max_tokens=100, temperature=0,
+        model=MODEL,
+        messages=WEATHER_QUESTION,
+        max_tokens=100,
+        temperature=0,
         tools=[openai.pydantic_function_tool(GetWeather)],
         tool_choice={"type": "function", "function": {"name": "GetWeather"}},
     )
@@ -118,7 +148,11 @@ def test_forced_tool_call_has_valid_arguments(openai_client):
 
 def test_forced_tool_call_streamed(openai_client):
     stream = openai_client.chat.completions.create(
-        model=MODEL, messages=WEATHER_QUESTION, max_tokens=100, temperature=0, stream=True,
+        model=MODEL,
+        messages=WEATHER_QUESTION,
+        max_tokens=100,
+        temperature=0,
+        stream=True,
         tools=[openai.pydantic_function_tool(GetWeather)],
         tool_choice={"type": "function", "function": {"name": "GetWeather"}},
     )
@@ -134,8 +168,9 @@ def test_forced_tool_call_streamed(openai_client):
 def test_required_tool_choice_picks_one_of_the_tools(openai_client):
     tools = [openai.pydantic_function_tool(GetWeather), openai.pydantic_function_tool(BookTable)]
     messages = [{"role": "user", "content": "Book a table for four at Chez Anna."}]
-    answer = openai_client.chat.completions.create(model=MODEL, messages=messages, max_tokens=100, temperature=0,
-                                                   tools=tools, tool_choice="required")
+    answer = openai_client.chat.completions.create(
+        model=MODEL, messages=messages, max_tokens=100, temperature=0, tools=tools, tool_choice="required"
+    )
     call = answer.choices[0].message.tool_calls[0]
     schema = {"GetWeather": GetWeather, "BookTable": BookTable}[call.function.name]
     schema.model_validate_json(call.function.arguments, strict=True)
@@ -143,8 +178,7 @@ def test_required_tool_choice_picks_one_of_the_tools(openai_client):
 
 def test_auto_tool_choice_answers_in_a_valid_shape(openai_client):
     tools = [openai.pydantic_function_tool(GetWeather)]
-    answer = openai_client.chat.completions.create(model=MODEL, messages=WEATHER_QUESTION, max_tokens=60,
-                                                   temperature=0, tools=tools)
+    answer = openai_client.chat.completions.create(model=MODEL, messages=WEATHER_QUESTION, max_tokens=60, temperature=0, tools=tools)
     choice = answer.choices[0]
     if choice.finish_reason == "tool_calls":
         GetWeather.model_validate_json(choice.message.tool_calls[0].function.arguments, strict=True)
@@ -155,8 +189,12 @@ def test_auto_tool_choice_answers_in_a_valid_shape(openai_client):
 
 def test_tool_choice_none_never_calls(openai_client):
     answer = openai_client.chat.completions.create(
-        model=MODEL, messages=WEATHER_QUESTION, max_tokens=20, temperature=0,
-        tools=[openai.pydantic_function_tool(GetWeather)], tool_choice="none",
+        model=MODEL,
+        messages=WEATHER_QUESTION,
+        max_tokens=20,
+        temperature=0,
+        tools=[openai.pydantic_function_tool(GetWeather)],
+        tool_choice="none",
     )
     assert answer.choices[0].message.tool_calls is None
     assert answer.choices[0].finish_reason in ("stop", "length")
@@ -165,10 +203,11 @@ def test_tool_choice_none_never_calls(openai_client):
 @pytest.mark.parametrize(
     ("extra", "field"),
     [
-        ({"response_format": {"type": "json_schema", "json_schema": {"name": "x", "schema": {"type": "bogus"}}}},
-         "response_format.json_schema.schema"),
-        ({"tools": [{"type": "function", "function": {"name": "f", "parameters": {"type": "bogus"}}}],
-          "tool_choice": "required"}, "tools"),
+        (
+            {"response_format": {"type": "json_schema", "json_schema": {"name": "x", "schema": {"type": "bogus"}}}},
+            "response_format.json_schema.schema",
+        ),
+        ({"tools": [{"type": "function", "function": {"name": "f", "parameters": {"type": "bogus"}}}], "tool_choice": "required"}, "tools"),
     ],
 )
 def test_schema_the_grammar_cannot_express_is_malformed(http, extra, field):

@@ -46,7 +46,9 @@ class LlamaEngine:
         self.template = _chat_template(self.llm, options)
         self.decoder = Decoder(self.llm)
         self._info.update(
-            context=self.n_ctx, threads=self.threads, chat_template=self.template.source,
+            context=self.n_ctx,
+            threads=self.threads,
+            chat_template=self.template.source,
             embedding_size=self.llm.n_embd(),
         )
 
@@ -76,8 +78,12 @@ class LlamaEngine:
         from llama_cpp import Llama
 
         llm = Llama(
-            str(path), n_ctx=self.n_ctx, n_gpu_layers=gpu_layers, n_threads=self.threads,
-            n_threads_batch=self.threads, verbose=False,
+            str(path),
+            n_ctx=self.n_ctx,
+            n_gpu_layers=gpu_layers,
+            n_threads=self.threads,
+            n_threads_batch=self.threads,
+            verbose=False,
         )
         # Warm up: CUDA kernels and CPU buffers are set up on the first decode, so failures surface here.
         llm.eval([llm.token_bos() if llm.token_bos() >= 0 else 0])
@@ -106,8 +112,7 @@ class LlamaEngine:
         # Templates write their own BOS (`{{ bos_token }}`) where the model wants one.
         tokens = self.llm.tokenize(plan.prompt.encode("utf-8"), add_bos=False, special=True)
         capture = TOOL_OPEN if plan.tool_mode == "auto" else None
-        outcome = self._generate(tokens, job, ctx, grammar=plan.grammar, capture=capture,
-                                 quiet=plan.tool_mode == "forced")
+        outcome = self._generate(tokens, job, ctx, grammar=plan.grammar, capture=capture, quiet=plan.tool_mode == "forced")
         result = _usage(outcome)
         if plan.tool_mode != "none" and (outcome.captured or plan.tool_mode == "forced"):
             content, calls = parse_tool_calls(outcome.text, plan.tool_names)
@@ -135,8 +140,14 @@ class LlamaEngine:
         return {"vectors": vectors, "prompt_tokens": tokens, "dimensions": self.llm.n_embd()}
 
     def _generate(
-        self, tokens: list[int], job: dict[str, Any], ctx: JobContext, *, grammar: Grammar | None,
-        capture: str | None, quiet: bool,
+        self,
+        tokens: list[int],
+        job: dict[str, Any],
+        ctx: JobContext,
+        *,
+        grammar: Grammar | None,
+        capture: str | None,
+        quiet: bool,
     ) -> Outcome:
         sampling = Sampling.from_job(job.get("sampling") or {})
         self.decoder.check_bias(sampling.logit_bias)
@@ -146,8 +157,12 @@ class LlamaEngine:
             ctx.emit({"start": True, "prompt_tokens": len(tokens)})
         sender = _DeltaSender(ctx, self.stream_interval)
         outcome = self.decoder.generate(
-            tokens, sampling=sampling, grammar=grammar, max_tokens=max_tokens,
-            stream=TextStream(list(job.get("stop") or []), capture=capture), ctx=ctx,
+            tokens,
+            sampling=sampling,
+            grammar=grammar,
+            max_tokens=max_tokens,
+            stream=TextStream(list(job.get("stop") or []), capture=capture),
+            ctx=ctx,
             on_text=sender.add if streaming and not quiet else None,
         )
         sender.flush()

@@ -10,7 +10,6 @@ piece cache, so the loop does no work that grows with the answer's length.
 
 from __future__ import annotations
 
-import codecs
 import ctypes
 import time
 from collections.abc import Callable
@@ -20,6 +19,7 @@ from typing import Any
 from models.chat_format import TOOL_TRIGGER, Grammar
 from models.engines.base import JobContext
 from models.engines.json_budget import CLOSING_BIAS, COMMA_BIAS, JsonBudget, closes_container, closes_string
+from models.engines.text_stream import TextStream
 from models.errors import Malformed
 
 PROVIDER = "llama.cpp"
@@ -62,68 +62,6 @@ class Outcome:
     ttft_ms: float
     tokens_per_s: float | None
     captured: bool = False  # the output reached a tool call (auto mode): it was not streamed
-
-
-class TextStream:
-    """Turns token pieces into text, holding back what may still become a stop sequence.
-
-    `capture` is a marker (the start of a tool call) after which text is kept
-    for the caller instead of streamed.
-    """
-
-    def __init__(self, stops: list[str], capture: str | None = None):
-        self.stops = [s for s in stops if s]
-        self.capture = capture
-        self._watch = self.stops + ([capture] if capture else [])
-        self._decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
-        self.text = ""
-        self.sent = 0
-        self.stopped = False
-        self.captured = False
-
-    def feed(self, piece: bytes) -> str:
-        """Add one token's bytes; return the text that is now safe to send."""
-        self.text += self._decoder.decode(piece)
-        if self.captured:
-            return ""
-        hit = self._first_hit() if self._watch else None
-        if hit is None:
-            return self._release(len(self.text) - self._held())
-        at, marker = hit
-        if marker == self.capture:
-            self.captured = True
-        else:
-            self.stopped = True
-            self.text = self.text[:at]
-        return self._release(at)
-
-    def finish(self) -> str:
-        """The rest of the text at the end of generation."""
-        if self.stopped:
-            return ""
-        self.text += self._decoder.decode(b"", final=True)
-        return "" if self.captured else self._release(len(self.text))
-
-    def _release(self, end: int) -> str:
-        out = self.text[self.sent : end] if end > self.sent else ""
-        self.sent = max(self.sent, end)
-        return out
-
-    def _first_hit(self) -> tuple[int, str] | None:
-        found = [(self.text.find(m, self.sent), m) for m in self._watch]
-        found = [(at, m) for at, m in found if at >= 0]
-        return min(found) if found else None
-
-    def _held(self) -> int:
-        """Length of the longest tail that starts a stop sequence or the capture marker."""
-        tail = self.text[self.sent :]
-        best = 0
-        for marker in self._watch:
-            for size in range(min(len(marker) - 1, len(tail)), best, -1):
-                if tail.endswith(marker[:size]):
-                    best = size
-                    break
-        return best
 
 
 class Decoder:
@@ -194,7 +132,10 @@ class Decoder:
         if sampling.logit_bias:
             chain.add_logit_bias(self._n_vocab, sampling.logit_bias)
         chain.add_penalties(
-            self._n_vocab, _PENALTY_WINDOW, sampling.repeat_penalty, sampling.frequency_penalty,
+            self._n_vocab,
+            _PENALTY_WINDOW,
+            sampling.repeat_penalty,
+            sampling.frequency_penalty,
             sampling.presence_penalty,
         )
         if grammar is not None:
@@ -296,8 +237,14 @@ class Decoder:
         )
 
     def _loop(
-        self, run: _Run, grammar: Grammar | None, max_tokens: int, stream: TextStream, ctx: JobContext,
-        on_text: Callable[[str], None] | None, budget: JsonBudget | None,
+        self,
+        run: _Run,
+        grammar: Grammar | None,
+        max_tokens: int,
+        stream: TextStream,
+        ctx: JobContext,
+        on_text: Callable[[str], None] | None,
+        budget: JsonBudget | None,
     ) -> None:
         llm = self.llm
         while len(run.generated) < max_tokens:
@@ -323,7 +270,6 @@ class Decoder:
                 return
             ctx.check()
             llm.eval([token])
-
 
     def _sample(self, run: _Run, budget: JsonBudget | None) -> int:
         if not run.closing or budget is None:

@@ -29,8 +29,7 @@ def embed(llm: Any, inputs: list[Any], ctx: JobContext) -> tuple[list[bytes], in
         if len(tokens) > limit:
             where = f"'input[{i}]'" if len(token_lists) > 1 else "'input'"
             raise Overflow(
-                f"{where} is {len(tokens)} tokens; this model embeds at most {limit} tokens at a time. "
-                "Split the text into shorter pieces.",
+                f"{where} is {len(tokens)} tokens; this model embeds at most {limit} tokens at a time. Split the text into shorter pieces.",
                 provider=PROVIDER,
             )
     llama_cpp.llama_set_embeddings(llm.ctx, True)

@@ -45,8 +45,10 @@ Shape = ChatShape | CompletionShape
 
 def _stream_responses(model: type[BaseModel]) -> dict[int | str, dict[str, Any]]:
     return {
-        200: {"content": {"application/json": {}, "text/event-stream": {"schema": model.model_json_schema()}},
-              "description": "The answer, or with stream=true a text/event-stream of chunks ending in data: [DONE]"},
+        200: {
+            "content": {"application/json": {}, "text/event-stream": {"schema": model.model_json_schema()}},
+            "description": "The answer, or with stream=true a text/event-stream of chunks ending in data: [DONE]",
+        },
         **ERROR_RESPONSES,
     }
 
@@ -94,8 +96,7 @@ async def embeddings(request: Request, body: EmbeddingRequest) -> JSONResponse:
     ]
     tokens = int(final["prompt_tokens"])
     obs_of(request)["extra"].update(prompt_tokens=tokens)
-    return JSONResponse({"object": "list", "data": data, "model": model.id,
-                         "usage": {"prompt_tokens": tokens, "total_tokens": tokens}})
+    return JSONResponse({"object": "list", "data": data, "model": model.id, "usage": {"prompt_tokens": tokens, "total_tokens": tokens}})
 
 
 # Requests into jobs ------------------------------------------------------------------
@@ -141,9 +142,7 @@ def _vector(raw: bytes, encoding: str) -> list[float] | str:
 
 
 # Running -----------------------------------------------------------------------------
-async def _generate(
-    request: Request, body: SamplingFields, model: InstalledModel, job: dict[str, Any], shape: Shape
-) -> Response:
+async def _generate(request: Request, body: SamplingFields, model: InstalledModel, job: dict[str, Any], shape: Shape) -> Response:
     keep_alive = parse_keep_alive(body.keep_alive)
     obs_of(request)["extra"]["stream"] = body.stream
     lease = await acquire(request, model.id, keep_alive=keep_alive)
