@@ -38,11 +38,12 @@ class LlamaEngine:
         settings = spec.get("settings") or {}
         options = spec.get("options") or {}
         self.model_id = str(spec.get("id"))
-        self.n_ctx = context_size(options, settings)
+        path = _gguf_path(spec)
+        self.n_ctx = context_size(options, settings, path)
         self.threads = int(settings.get("llm_threads") or 0) or physical_cores()
         self.stream_interval = float(settings.get("llm_stream_interval_ms") or 0) / 1000
         self._info: dict[str, Any] = {}
-        self.llm = self._load(_gguf_path(spec), str(spec.get("device") or "auto"))
+        self.llm = self._load(path, str(spec.get("device") or "auto"))
         self.template = _chat_template(self.llm, options)
         self.decoder = Decoder(self.llm)
         self._info.update(
@@ -218,11 +219,27 @@ def _usage(outcome: Outcome) -> dict[str, Any]:
     }
 
 
-def context_size(options: dict[str, Any], settings: dict[str, Any]) -> int:
-    """The catalog's context for the model, capped by the `llm_context` setting."""
+def context_size(options: dict[str, Any], settings: dict[str, Any], path: Path) -> int:
+    """The model's context (the catalog's, else the one it was trained with), capped by `llm_context`."""
     limit = int(settings.get("llm_context") or 4096)
-    catalog = options.get("context")
-    return min(int(catalog), limit) if catalog else limit
+    model = options.get("context") or _trained_context(path)
+    return min(int(model), limit) if model else limit
+
+
+def _trained_context(path: Path) -> int | None:
+    """`<architecture>.context_length` from the GGUF header (read without loading the weights)."""
+    from llama_cpp import Llama
+
+    try:
+        vocab = Llama(str(path), vocab_only=True, verbose=False)
+    except Exception:  # noqa: BLE001 - an unreadable file fails properly in the real load
+        return None
+    try:
+        meta = vocab.metadata
+        value = meta.get(f"{meta.get('general.architecture', '')}.context_length")
+        return int(value) if value and str(value).isdigit() else None
+    finally:
+        vocab.close()
 
 
 def physical_cores() -> int:
