@@ -181,6 +181,17 @@ def test_disconnect_mid_stream_frees_the_model_at_once(http, server, eos):
     assert record["status"] == 499
 
 
+def test_disconnect_while_reading_a_long_prompt(http):
+    """The prompt is read a batch at a time, so leaving during a long prompt stops the runner, not kills it."""
+    http.post("/v1/chat/completions", json=ok())
+    pid = _runner_pid(http)
+    long = {"model": MODEL, "messages": [{"role": "user", "content": "word " * 3000}], "stream": True}
+    with http.stream("POST", "/v1/chat/completions", json=long) as r:
+        assert next(line for line in r.iter_lines() if line.startswith("data: "))
+    assert http.post("/v1/chat/completions", json=ok()).status_code == 200
+    assert _runner_pid(http) == pid
+
+
 def test_second_request_while_busy_gets_the_busy_503(http, eos):
     with http.stream("POST", "/v1/chat/completions", json=_endless(eos)) as stream:
         lines = stream.iter_lines()  # kept: dropping a half-read iterator closes the connection

@@ -102,7 +102,7 @@ class Decoder:
             )
 
     # Prompt ------------------------------------------------------------------------------
-    def prefill(self, tokens: list[int], *, reuse: bool = True) -> int:
+    def prefill(self, tokens: list[int], ctx: JobContext, *, reuse: bool = True) -> int:
         """Evaluate the prompt, reusing the KV cache for the prefix shared with the last request.
 
         Returns how many prompt tokens came from the cache. At least the last
@@ -110,7 +110,8 @@ class Decoder:
         `reuse=False` evaluates the whole prompt: logits computed one token at a
         time differ in the last bits from logits computed in a batch, which is
         enough to change a sampled token, so a seeded request must not depend
-        on what the cache holds.
+        on what the cache holds. The prompt is evaluated a batch at a time with
+        `ctx.check()` in between, so a long prompt can be cancelled too.
         """
         llm = self.llm
         cached = _common_prefix(llm.input_ids[: llm.n_tokens].tolist(), tokens) if reuse else 0
@@ -120,7 +121,9 @@ class Decoder:
         else:
             llm.reset()  # recurrent models cannot cut their state: start over
             cached = 0
-        llm.eval(tokens[cached:])
+        for start in range(cached, len(tokens), llm.n_batch):
+            ctx.check()
+            llm.eval(tokens[start : start + llm.n_batch])
         return cached
 
     # Sampling ----------------------------------------------------------------------------
@@ -210,8 +213,7 @@ class Decoder:
         time if `max_tokens` would cut it (`json_budget`).
         """
         started = time.perf_counter()
-        ctx.check()
-        cached = self.prefill(tokens, reuse=sampling.seed is None)
+        cached = self.prefill(tokens, ctx, reuse=sampling.seed is None)
         budget = JsonBudget(max_tokens, grammar.reserve) if grammar is not None and not grammar.lazy else None
         run = _Run(self.sampler(sampling, grammar))
         try:
