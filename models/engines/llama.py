@@ -1,9 +1,9 @@
 """The llama.cpp engine: chat, text completion and embeddings on one GGUF model.
 
-Built inside the model's runner process. The context size is the catalog's
-(capped by `AISTACK_LLM_CONTEXT`), threads are the machine's physical cores
-(or `AISTACK_LLM_THREADS`): llama.cpp runs no faster on hyper-threads and
-slower when it fights the server for them. With a CUDA build and an NVIDIA GPU
+Built inside the model's runner process. The context size is the model's
+(the catalog's, else the GGUF's) capped by `AISTACK_LLM_CONTEXT`; threads are
+the machine's physical cores (or `AISTACK_LLM_THREADS`): llama.cpp runs no
+faster on hyper-threads and slower when it fights the server for them. With a CUDA build and an NVIDIA GPU
 all layers go to the GPU; if that fails at load or warm-up the model loads on
 the CPU and `info()` says why, never silently.
 
@@ -13,7 +13,8 @@ Jobs (plain data from server.routes.chat):
 - `{"task": "embeddings", "inputs": [str | [token ids]]}`
 Chat and completion share `sampling`, `max_tokens`, `stop` and `stream`. A
 streamed job emits `{"start": true, "prompt_tokens": n}` once the prompt is
-accepted, then `{"delta": text}` per token.
+accepted, then `{"delta": text}` per token (tokens that come faster than
+`llm_stream_interval_ms` share one delta).
 """
 
 from __future__ import annotations
@@ -26,7 +27,8 @@ from typing import Any
 
 from models.chat_format import CHATML_TEMPLATE, TOOL_OPEN, ChatTemplate, Grammar, parse_tool_calls, plan_chat
 from models.engines.base import JobContext
-from models.engines.llama_decode import Decoder, Outcome, Sampling, TextStream
+from models.engines.llama_decode import Decoder, Outcome, Sampling
+from models.engines.text_stream import TextStream
 from models.errors import EngineUnavailable, Malformed, Overflow
 
 log = logging.getLogger("aistack.llama")
