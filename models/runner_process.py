@@ -76,7 +76,7 @@ class _Inbox:
 def main(conn: Connection, engine_path: str, spec: dict[str, Any]) -> None:
     """Entry point of the runner process (target of `multiprocessing.Process`)."""
     from models.engines.base import JobContext
-    from models.errors import Cancelled
+    from models.errors import AistackError, Cancelled
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s runner[%(process)d] %(levelname)s %(message)s")
     provider = str(spec.get("engine", "engine"))
@@ -110,6 +110,11 @@ def main(conn: Connection, engine_path: str, spec: dict[str, Any]) -> None:
             result = engine.run(msg["job"], ctx)
             send({"type": "done", "id": job_id, "result": result or {}})
         except Cancelled as exc:
+            send({"type": "error", "id": job_id, "error": exc.to_dict()})
+        except AistackError as exc:
+            # The request's own fault (bad audio, too long a prompt...): the client gets the message.
+            level = logging.ERROR if exc.status >= 500 else logging.INFO
+            log.log(level, "job %s: %s %s", job_id, exc.kind, exc.message)
             send({"type": "error", "id": job_id, "error": exc.to_dict()})
         except BaseException as exc:  # noqa: BLE001 - report, keep serving
             log.error("job %s failed:\n%s", job_id, traceback.format_exc())

@@ -48,11 +48,16 @@ def pid_alive(pid: int) -> bool:
 
 
 def children() -> list[psutil.Process]:
-    """Live runner processes of this test process (multiprocessing's helper processes aside)."""
+    """Live runner processes this test process spawned.
+
+    Only direct `multiprocessing` spawn children count: servers started by other tests' fixtures
+    (and their runners) and multiprocessing's resource tracker are not ours.
+    """
     found = []
-    for child in psutil.Process().children(recursive=True):
+    for child in psutil.Process().children():
         try:
-            if child.status() != psutil.STATUS_ZOMBIE and "resource_tracker" not in " ".join(child.cmdline()):
+            cmdline = " ".join(child.cmdline())
+            if child.status() != psutil.STATUS_ZOMBIE and "spawn_main" in cmdline and "resource_tracker" not in cmdline:
                 found.append(child)
         except psutil.NoSuchProcess:
             pass
