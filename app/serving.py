@@ -78,8 +78,5 @@ def serve_forever(settings: Settings) -> int:
         return EXIT_PORT_IN_USE
     server = make_server(settings)
     log.info("aistack serving on %s (data in %s)", settings.base_url, settings.data_dir)
-    try:
-        server.run(sockets=[sock])
-    except KeyboardInterrupt:  # a second Ctrl+C while shutting down: stop without a traceback
-        pass
+    server.run(sockets=[sock])
     return 0

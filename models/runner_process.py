@@ -17,6 +17,7 @@ import importlib
 import logging
 import os
 import queue
+import signal
 import threading
 import traceback
 from multiprocessing.connection import Connection
@@ -76,8 +77,10 @@ class _Inbox:
 def main(conn: Connection, engine_path: str, spec: dict[str, Any]) -> None:
     """Entry point of the runner process (target of `multiprocessing.Process`)."""
     from models.engines.base import JobContext
-    from models.errors import AistackError, Cancelled
+    from models.errors import AistackError
 
+    # Ctrl+C in a terminal reaches the whole process group; the server shuts its runners down itself.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s runner[%(process)d] %(levelname)s %(message)s")
     provider = str(spec.get("engine", "engine"))
     send_lock = threading.Lock()
@@ -109,10 +112,9 @@ def main(conn: Connection, engine_path: str, spec: dict[str, Any]) -> None:
         try:
             result = engine.run(msg["job"], ctx)
             send({"type": "done", "id": job_id, "result": result or {}})
-        except Cancelled as exc:
-            send({"type": "error", "id": job_id, "error": exc.to_dict()})
         except AistackError as exc:
-            # The request's own fault (bad audio, too long a prompt...): the client gets the message.
+            # Classified by the engine: a client that left, the request's own fault (bad audio, too long
+            # a prompt...) or a failure it already explained. The message is the answer; no traceback.
             level = logging.ERROR if exc.status >= 500 else logging.INFO
             log.log(level, "job %s: %s %s", job_id, exc.kind, exc.message)
             send({"type": "error", "id": job_id, "error": exc.to_dict()})

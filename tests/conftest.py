@@ -35,7 +35,8 @@ def free_port() -> int:
 class ServerProcess:
     """`aistack serve` in a child process, started and stopped by the tests."""
 
-    def __init__(self, data_dir: Path, env: dict[str, str] | None = None, port: int | None = None):
+    def __init__(self, data_dir: Path, env: dict[str, str] | None = None, port: int | None = None,
+                 own_process_group: bool = False):
         self.data_dir = data_dir
         self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
@@ -46,7 +47,7 @@ class ServerProcess:
         self._log = self.log_file.open("wb")
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "app", "serve", "--port", str(self.port)],
-            cwd=ROOT, env=full_env, stdout=self._log, stderr=subprocess.STDOUT,
+            cwd=ROOT, env=full_env, stdout=self._log, stderr=subprocess.STDOUT, start_new_session=own_process_group,
         )
         self.started_in = self._wait_healthy()
 

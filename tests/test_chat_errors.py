@@ -133,6 +133,8 @@ def test_prompt_longer_than_the_context_is_overflow(small_context):
             assert response.json()["error"]["provider"] == "llama.cpp"
             assert "256" in response.json()["error"]["message"]
         assert client.post("/v1/chat/completions", json=ok()).status_code == 200
+    # The user's own mistake is answered, not logged as an engine failure with a traceback.
+    assert "overflow" in small_context.log() and "Traceback" not in small_context.log()
 
 
 def test_max_tokens_beyond_the_context_is_clipped(small_context, eos):

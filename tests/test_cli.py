@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -12,6 +13,7 @@ import zipfile
 from pathlib import Path
 
 import httpx
+import psutil
 
 from tests.conftest import ROOT, ServerProcess, free_port
 
@@ -63,6 +65,24 @@ def test_second_aistack_on_the_same_port_says_one_is_running(tmp_path: Path) -> 
         assert httpx.get(first.url + "/health").status_code == 200
     finally:
         first.stop()
+
+
+def test_ctrl_c_stops_the_server_and_its_runners_cleanly(starter_data_dir: Path, tmp_path: Path) -> None:
+    """Ctrl+C in a terminal signals the whole process group: the server and every runner it started."""
+    data_dir = tmp_path / "data"
+    shutil.copytree(starter_data_dir / "models", data_dir / "models")
+    server = ServerProcess(data_dir, own_process_group=True)
+    try:
+        loaded = httpx.post(f"{server.url}/admin/api/models/smollm2-135m-instruct/load", headers=server.admin_headers,
+                            timeout=120).json()
+        runner = psutil.Process(loaded["runner_pid"])
+        os.killpg(server.proc.pid, signal.SIGINT)
+        assert server.proc.wait(15) == 0
+        assert not runner.is_running() or runner.status() == psutil.STATUS_ZOMBIE
+    finally:
+        server.stop()
+    log = server.log()
+    assert "Application shutdown complete" in log and "Traceback" not in log and "KeyboardInterrupt" not in log, log
 
 
 def test_install_starter_is_a_no_op_the_second_time(starter_data_dir: Path, tmp_path: Path) -> None:
