@@ -78,5 +78,9 @@ def serve_forever(settings: Settings) -> int:
         return EXIT_PORT_IN_USE
     server = make_server(settings)
     log.info("aistack serving on %s (data in %s)", settings.base_url, settings.data_dir)
-    server.run(sockets=[sock])
+    try:
+        server.run(sockets=[sock])
+    except KeyboardInterrupt:
+        # uvicorn shuts down gracefully on Ctrl+C, then raises the signal again for the caller: exit quietly.
+        pass
     return 0
