@@ -149,9 +149,13 @@ def test_max_tokens_beyond_the_context_is_clipped(small_context, eos):
 def test_stream_interval_zero_sends_every_token(small_context):
     client = openai.OpenAI(base_url=small_context.url + "/v1", api_key="x", max_retries=0)
     chunks = list(
-        client.chat.completions.create(model=MODEL, messages=HELLO, max_tokens=20, stream=True, stream_options={"include_usage": True})
+        client.chat.completions.create(model=MODEL, messages=HELLO, max_tokens=20, stream=True, temperature=0,
+                                       stream_options={"include_usage": True})
     )
-    content = [c for c in chunks if c.choices and c.choices[0].delta.content]
+    content = [c.choices[0].delta.content for c in chunks if c.choices and c.choices[0].delta.content]
+    # Greedy, so the answer is fixed; it is plain ASCII, where every token is whole text on its own.
+    # (A character split over several tokens, such as an emoji, is held until it is complete.)
+    assert "".join(content).isascii()
     assert len(content) == chunks[-1].usage.completion_tokens
 
 
