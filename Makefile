@@ -12,7 +12,7 @@ TEST_STAMP := $(VENV)/.test-installed-$(shell cat pyproject.toml | sha1sum | cut
 # Test data (starter models) lives inside the repo's ignored .cache, shared by every test run.
 export AISTACK_TEST_DATA_DIR ?= $(CURDIR)/.cache/test-data
 
-.PHONY: run install install-test test lint starter clean
+.PHONY: run install install-test system-test-deps test lint starter clean
 
 run: install starter
 	$(VENV)/bin/aistack serve
@@ -38,7 +38,20 @@ $(TEST_STAMP): $(STAMP)
 starter: install
 	$(VENV)/bin/aistack models install-starter
 
-test: install-test
+# Programs the end-to-end tests drive: a virtual X display with a system tray (tray test),
+# Chromium with its driver (dashboard test), makensis (installer test). Installed only when missing.
+SYSTEM_TEST_PROGRAMS := Xvfb trayer xdotool chromium chromedriver makensis import
+SYSTEM_TEST_PACKAGES := xvfb trayer xdotool x11-utils chromium chromium-driver nsis imagemagick libgomp1
+
+system-test-deps:
+	@missing=$$(for p in $(SYSTEM_TEST_PROGRAMS); do command -v $$p >/dev/null || echo $$p; done); \
+	if [ -n "$$missing" ]; then \
+	  echo "installing system packages for the end-to-end tests (missing: $$missing)"; \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends $(SYSTEM_TEST_PACKAGES) >/dev/null; \
+	fi
+
+test: install-test system-test-deps
 	AISTACK_DATA_DIR=$(AISTACK_TEST_DATA_DIR) $(VENV)/bin/aistack models install-starter
 	$(VENV)/bin/ruff check app server models tests bench
 	$(VENV)/bin/mypy
