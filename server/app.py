@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -44,13 +45,14 @@ def create_app(settings: Settings, *, engines: dict[str, str] | None = None) -> 
         lifespan=lifespan,
     )
     app.state.settings = settings
+    app.state.started_at = time.monotonic()
     app.state.store = store
     app.state.admin_token = ensure_admin_token(settings.data_dir)
     install_error_handlers(app)
 
-    from server.routes import admin, asr, chat, health, models, tts
+    from server.routes import admin, asr, chat, health, models, status, tts
 
-    for module in (health, models, asr, tts, chat, admin):
+    for module in (health, models, asr, tts, chat, admin, status):
         app.include_router(module.router)
     app.add_middleware(EdgeMiddleware, settings=settings, access_log=access_log)
     return app
