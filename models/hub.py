@@ -11,7 +11,8 @@ snapshot even if the branch moves meanwhile.
 
 `HF_ENDPOINT` (read by huggingface_hub) points all of this at a mirror, and
 huggingface_hub supplies the login token (`HF_TOKEN` or a saved login) for
-gated repos. httpx drops the token on the redirect to the CDN.
+gated repos. httpx drops the token on the redirect to the CDN. Every address is
+checked by models.fetch: HTTPS only, redirects only to the hub's own hosts.
 """
 
 from __future__ import annotations
@@ -24,10 +25,11 @@ from urllib.parse import urljoin, urlsplit
 
 import httpx
 
+from models import fetch as transfer
 from models.errors import EngineUnavailable, Malformed
 
 PROVIDER = "huggingface"
-CHUNK = 1 << 20
+CHUNK = transfer.CHUNK
 _MAX_REDIRECTS = 5
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
 _SHA1 = re.compile(r"^[0-9a-f]{40}$")
@@ -91,7 +93,9 @@ def file_info(client: httpx.Client, repo: str, path: str, revision: str) -> HubF
 
 def _head(client: httpx.Client, url: str, repo: str) -> httpx.Response:
     """HEAD that follows redirects within the hub (renamed repos, cached small files), not to the CDN."""
+    origin = url
     for _ in range(_MAX_REDIRECTS):
+        transfer.check_address(url, origin, provider=PROVIDER)
         try:
             response = client.head(url, follow_redirects=False)
         except httpx.TransportError as exc:
@@ -142,40 +146,29 @@ def raise_for_status(response: httpx.Response, repo: str, path: str, revision: s
 def fetch(
     client: httpx.Client, remote: HubFile, part: Path, *, on_size: Callable[[int], None], check: Callable[[], None]
 ) -> None:
-    """Append the rest of `remote` to `part`, asking only for the missing bytes with a Range request.
-
-    A server that ignores the Range header answers 200 with the whole file; then
-    the part is rewritten from the start. Transport errors (a dropped connection)
-    propagate as httpx errors so the caller can resume; `check` raises to stop.
-    """
-    have = part.stat().st_size if part.exists() else 0
-    headers = {"Range": f"bytes={have}-"} if have else {}
-    with client.stream("GET", remote.url, headers=headers, follow_redirects=True) as response:
-        if response.status_code == 416:  # nothing left past `have`: the file is not what the hub said
-            part.unlink(missing_ok=True)
-            raise EngineUnavailable(f"{remote.path} in {remote.repo} changed while downloading. Run the install again.",
-                                    provider=PROVIDER)
-        raise_for_status(response, remote.repo, remote.path, remote.commit or "")
-        resumed = have > 0 and response.status_code == 206 and _range_start(response) == have
-        size = have if resumed else 0
-        with part.open("ab" if resumed else "wb", buffering=0) as out:
-            on_size(size)
-            for chunk in response.iter_raw(CHUNK):
-                check()
-                size += len(chunk)
-                if size > remote.size:
-                    break
-                out.write(chunk)
-                on_size(size)
-    if size > remote.size:
-        part.unlink(missing_ok=True)
-        raise EngineUnavailable(f"{remote.path} in {remote.repo} is larger than Hugging Face said. Run the install again.",
-                                provider=PROVIDER)
+    """Append the rest of `remote` to `part` (see models.fetch.download)."""
+    transfer.download(
+        client, remote.url, part, remote.size, label=f"{remote.path} in {remote.repo}", provider=PROVIDER,
+        on_size=on_size, check=check, on_error=lambda r: raise_for_status(r, remote.repo, remote.path, remote.commit or ""),
+    )
 
 
-def _range_start(response: httpx.Response) -> int | None:
-    match = re.match(r"bytes (\d+)-", response.headers.get("Content-Range", ""))
-    return int(match.group(1)) if match else None
+def list_files(client: httpx.Client, repo: str, revision: str) -> dict[str, int]:
+    """Every file of a repo at a revision, with its size: the hub's tree API (one page per 1000 files)."""
+    url: str | None = f"{endpoint()}/api/models/{repo}/tree/{revision}?recursive=true"
+    files: dict[str, int] = {}
+    while url:
+        transfer.check_address(url, endpoint(), provider=PROVIDER)
+        try:
+            response = client.get(url, follow_redirects=False)
+        except httpx.TransportError as exc:
+            raise unreachable(exc) from None
+        raise_for_status(response, repo, "", revision)
+        for item in response.json():
+            if item.get("type") == "file":
+                files[str(item["path"])] = int((item.get("lfs") or {}).get("size") or item.get("size") or 0)
+        url = response.links.get("next", {}).get("url")
+    return files
 
 
 def _normalize_etag(etag: str | None) -> str | None:

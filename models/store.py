@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from models.catalog import CATALOG, Capability, Catalog, CatalogEntry
+from models.catalog import Capability, Catalog, CatalogEntry
 from models.errors import Conflict, Malformed
 
 MANIFEST = "manifest.json"
@@ -95,7 +95,7 @@ class ModelStore:
 
     def __init__(self, models_dir: Path, catalog: Catalog | None = None):
         self.root = models_dir
-        self.catalog = catalog or Catalog(CATALOG)
+        self.catalog = catalog or Catalog()
         self._cache: tuple[float, dict[str, InstalledModel]] | None = None
 
     # Reading -----------------------------------------------------------------------
@@ -168,12 +168,14 @@ class ModelStore:
         *,
         source: dict[str, Any],
         expected: Mapping[str, tuple[int | None, str | None]] | None = None,
+        extra: Mapping[str, Any] | None = None,
     ) -> InstalledModel:
         """Check every staged file against the entry, write the manifest, rename into place.
 
         `expected` maps file name -> (size, sha256) as the source published them (the
         hub's LFS hash); they are checked where the catalog pins nothing. A file that
         fails its check is deleted: it is worthless, and a retry fetches it afresh.
+        `extra` adds facts to the manifest (a GGUF's architecture and context).
         """
         files = []
         for f in entry.files:
@@ -205,6 +207,7 @@ class ModelStore:
             "files": files,
             "source": source,
             "installed_at": time.time(),
+            **(extra or {}),
         }
         (staged / MANIFEST).write_text(json.dumps(manifest, indent=2), encoding="utf-8")
         final = self.root / validate_model_id(entry.id)

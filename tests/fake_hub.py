@@ -12,15 +12,23 @@ client: `X-Linked-Etag`, `X-Linked-Size`, `X-Repo-Commit`, `X-Error-Code`):
     unknown file 404 `EntryNotFound`.
 - the CDN and resolve-cache answers honour `Range: bytes=N-` with 206.
 
+- `GET /api/models/{owner}/{name}/tree/{revision}`: the repo's files with sizes (add-hf's quant list).
+- a stand-in PyPI JSON API: `GET /pypi/{package}/{version}/json` names each wheel added with
+  `add_wheel`, served from `/packages/{file}` on the CDN host (point AISTACK_PYPI_URL at `.pypi_url`).
+
 Faults a test can arm: `drop_after[path] = n` (next download of that file sends n bytes,
 then closes the socket), `stall_after[path] = n` (sends n bytes, then hangs until the
-hub stops), `corrupt.add(path)` (one byte flipped on the wire, always), `throttle`
-(seconds of sleep per MiB). `downloads` records each content request as (path, Range).
+hub stops), `corrupt.add(path)` (one byte flipped on the wire, always), `corrupt_once.add(path)`
+(flipped on the next download only), `foreign.add(path)` (the resolve address redirects to
+a host outside the hub's), `throttle` (seconds of sleep per MiB). A file's `size` may be set
+larger than its content to announce a file that would not fit on the disk. `downloads`
+records each content request as (path, Range).
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 import re
 import threading
 import time
@@ -75,6 +83,9 @@ class FakeHub:
         self.drop_after: dict[str, int] = {}
         self.stall_after: dict[str, int] = {}
         self.corrupt: set[str] = set()
+        self.corrupt_once: set[str] = set()
+        self.foreign: set[str] = set()
+        self.wheels: dict[str, tuple[str, str, FakeFile]] = {}  # filename -> (package, version, file)
         self.throttle = 0.0
         self.downloads: list[tuple[str, str | None]] = []
         self.resolved: list[str] = []  # revisions asked for on GET/HEAD /resolve
@@ -83,6 +94,7 @@ class FakeHub:
         self.port = self.server.server_address[1]
         self.url = f"http://127.0.0.1:{self.port}"
         self.cdn = f"http://localhost:{self.port}"  # another host, as the real CDN is
+        self.pypi_url = f"{self.url}/pypi"
         self._thread = threading.Thread(target=self.server.serve_forever, daemon=True)
         self._thread.start()
 
@@ -91,10 +103,17 @@ class FakeHub:
         self.repos.setdefault(repo, FakeRepo(repo, revisions)).files[path] = fake
         return fake
 
+    def add_wheel(self, package: str, version: str, wheel: Path) -> FakeFile:
+        fake = FakeFile(f"packages/{wheel.name}", wheel, True)
+        self.wheels[wheel.name] = (package, version, fake)
+        return fake
+
     def reset_faults(self) -> None:
         self.drop_after.clear()
         self.stall_after.clear()
         self.corrupt.clear()
+        self.corrupt_once.clear()
+        self.foreign.clear()
         self.throttle = 0.0
         self.downloads.clear()
         self.resolved.clear()
@@ -116,6 +135,12 @@ class FakeHub:
         if m := re.match(r"^/api/resolve-cache/models/([^/]+/[^/]+)/([0-9a-f]{40})/(.+)$", path):
             fake = self.repos[m.group(1)].files[m.group(3)]
             return self._content(req, fake, head, {"ETag": f'"{fake.git_sha1}"', "X-Repo-Commit": m.group(2)})
+        if m := re.match(r"^/api/models/([^/]+/[^/]+)/tree/([^/]+)$", path):
+            return self._tree(req, m.group(1))
+        if m := re.match(r"^/pypi/([^/]+)/([^/]+)/json$", path):
+            return self._pypi(req, m.group(1), m.group(2))
+        if m := re.match(r"^/packages/([^/]+)$", path):
+            return self._content(req, self.wheels[m.group(1)][2], head, {})
         if m := re.match(r"^/repos/[0-9a-f]{2}/([0-9a-f]{64})$", path):
             fake = next(f for r in self.repos.values() for f in r.files.values() if f.sha256 == m.group(1))
             return self._content(req, fake, head, {"ETag": '"5d41402abc4b2a76b9719d911017c592-7"'})
@@ -131,6 +156,9 @@ class FakeHub:
         if fake is None:
             return _send(req, 404, {"X-Error-Code": "EntryNotFound", "X-Error-Message": "Entry not found"})
         self.resolved.append(revision)
+        if fake.path in self.foreign:
+            return _send(req, 302, {"Location": f"https://downloads.example.net/{quote(path)}", "X-Repo-Commit": repo.commit,
+                                    "X-Linked-Etag": f'"{fake.sha256}"', "X-Linked-Size": str(fake.size)})
         if fake.lfs:
             return _send(req, 302, {
                 "Location": f"{self.cdn}/repos/{fake.sha256[:2]}/{fake.sha256}",
@@ -141,6 +169,22 @@ class FakeHub:
             })
         cached = f"/api/resolve-cache/models/{repo.name}/{repo.commit}/{quote(path)}"
         _send(req, 307, {"Location": cached, "X-Repo-Commit": repo.commit})
+
+    def _tree(self, req: BaseHTTPRequestHandler, repo_name: str) -> None:
+        repo = self.repos.get(repo_name)
+        if repo is None:
+            return _send(req, 401, {"X-Error-Code": "RepoNotFound", "X-Error-Message": "Repository not found"})
+        items = [{"type": "file", "path": f.path, "size": f.size, **({"lfs": {"oid": f.sha256, "size": f.size}} if f.lfs else {})}
+                 for f in repo.files.values()]
+        _send_json(req, items)
+
+    def _pypi(self, req: BaseHTTPRequestHandler, package: str, version: str) -> None:
+        urls = [{"packagetype": "bdist_wheel", "filename": name, "url": f"{self.cdn}/packages/{name}", "size": fake.size,
+                 "digests": {"sha256": fake.sha256}}
+                for name, (pkg, ver, fake) in self.wheels.items() if (pkg, ver) == (package, version)]
+        if not urls:
+            return _send(req, 404, {})
+        _send_json(req, {"info": {"name": package, "version": version}, "urls": urls})
 
     def _content(self, req: BaseHTTPRequestHandler, fake: FakeFile, head: bool, headers: dict[str, str]) -> None:
         rng = req.headers.get("Range")
@@ -162,7 +206,9 @@ class FakeHub:
         drop = self.drop_after.pop(fake.path, None)
         stall = self.stall_after.pop(fake.path, None)
         limit = drop if drop is not None else stall
-        flip = fake.size // 2 if fake.path in self.corrupt else -1
+        once = fake.path in self.corrupt_once
+        self.corrupt_once.discard(fake.path)
+        flip = fake.source.stat().st_size // 2 if fake.path in self.corrupt or once else -1
         sent, offset = 0, start
         with fake.source.open("rb") as fh:
             fh.seek(start)
@@ -198,6 +244,12 @@ def _send(req: BaseHTTPRequestHandler, status: int, headers: dict[str, str], *, 
     if end and "Content-Length" not in headers:
         req.send_header("Content-Length", "0")
     req.end_headers()
+
+
+def _send_json(req: BaseHTTPRequestHandler, data: object) -> None:
+    body = json.dumps(data).encode()
+    _send(req, 200, {"Content-Type": "application/json", "Content-Length": str(len(body))}, end=False)
+    req.wfile.write(body)
 
 
 def _handler_for(hub: FakeHub) -> type[BaseHTTPRequestHandler]:

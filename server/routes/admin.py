@@ -7,12 +7,12 @@ Installs run in background threads (models.download_jobs); the catalog rows show
 from __future__ import annotations
 
 import asyncio
-from typing import Any
+from typing import Any, Literal
 
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse
 
-from models.download import discard_partial, prepare
+from models.download import prepare
 from models.download_jobs import Downloads
 from models.errors import Conflict, Malformed
 from models.store import validate_model_id
@@ -104,7 +104,7 @@ async def install(model_id: str, request: Request) -> JSONResponse:
     obs_of(request)["model"] = entry.id
     if manager.store.get(entry.id) is not None:
         return JSONResponse({"id": entry.id, **manager.status(entry.id)}, status_code=200)
-    if downloads.claim(entry.id, entry.size_bytes):
+    if downloads.claim(entry.id, entry.size_bytes, {"id": entry.id, "catalog": True}):
         try:
             # Asking the hub about the files is quick, and a wrong repo or no network is best said now.
             work = await asyncio.to_thread(prepare, manager.store, entry)
@@ -116,8 +116,12 @@ async def install(model_id: str, request: Request) -> JSONResponse:
 
 
 @router.delete("/models/{model_id}", dependencies=[Depends(require_admin)])
-async def delete(model_id: str, request: Request) -> dict[str, Any]:
-    """Delete an installed model (409 while it is loaded: unload it first), or stop and discard a download."""
+async def delete(model_id: str, request: Request, partial: Literal["discard", "keep"] = "discard") -> dict[str, Any]:
+    """Delete an installed model (409 while it is loaded: unload it first), or stop a download.
+
+    A stopped download's partial files are discarded, or kept with `?partial=keep` (paused: installing
+    again continues from them).
+    """
     manager, downloads = manager_of(request), downloads_of(request)
     validate_model_id(model_id)
     model = manager.store.find(model_id)
@@ -125,10 +129,10 @@ async def delete(model_id: str, request: Request) -> dict[str, Any]:
     if model is None:
         entry = manager.store.catalog.get(model_id)
         target = entry.id if entry else model_id
-        stopped = await asyncio.to_thread(downloads.cancel, target)
-        if not await asyncio.to_thread(discard_partial, manager.store, target) and not stopped:
+        keep = partial == "keep"
+        if not await asyncio.to_thread(downloads.cancel, target, manager.store, keep_partial=keep):
             raise Malformed(f"Model '{model_id}' is not installed.")
-        return {"id": target, "installed": False, "state": "available"}
+        return {"id": target, "installed": False, "state": "available", "partial": "kept" if keep else "discarded"}
     status = manager.status(model.id)
     if status["state"] != "installed" or status.get("busy"):
         raise Conflict(f"Model {model.id} is {status['state']}. Unload it first "

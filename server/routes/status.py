@@ -15,6 +15,7 @@ from fastapi import APIRouter, Request
 
 from models.gpu import GpuProbe, default_probe
 from server.jobs import manager_of
+from server.routes.catalog import first_run
 from server.schemas import ERROR_RESPONSES
 from server.version import VERSION
 
@@ -49,6 +50,7 @@ async def status(request: Request) -> dict[str, Any]:
         "gpu": gpu.to_json(),
         "game_mode": _game_mode(request),
         "models": model_rows(request),
+        "first_run": await asyncio.to_thread(first_run, request),
     }
 
 
