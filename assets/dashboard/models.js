@@ -1,0 +1,111 @@
+// The models section: the catalog by capability, with install progress, load, unload, delete and where each runs.
+
+import { del, post } from "./api.js";
+import { bar, bytes, duration, h, replace } from "./dom.js";
+
+const CAPABILITIES = [["asr", "Speech to text"], ["tts", "Text to speech"], ["llm", "Chat"]];
+const IN_FLIGHT = ["queued", "downloading", "verifying"];
+
+function fitText(fit) {
+  if (fit === null || fit === undefined) return "–";
+  if (typeof fit === "string") return fit;
+  if (typeof fit === "boolean") return fit ? "fits" : "does not fit";
+  return fit.summary || fit.label || fit.where || fit.device || (fit.fits === false ? "does not fit" : "fits");
+}
+
+function languagesText(languages) {
+  if (!Array.isArray(languages) || languages.length === 0) return "–";
+  const shown = languages.slice(0, 6).join(", ");
+  return languages.length > 6 ? `${shown} +${languages.length - 6} more` : shown;
+}
+
+function whereText(row) {
+  if (!row.loaded) return "–";
+  const parts = [row.device === "cuda" ? "GPU" : row.device === "cpu" ? "CPU" : row.device || "?"];
+  if (row.device_detail) parts.push(`(${row.device_detail})`);
+  if (row.memory_bytes) parts.push(`· ${bytes(row.memory_bytes)}`);
+  return parts.join(" ");
+}
+
+function progress(download) {
+  if (!download) return null;
+  const done = download.bytes_done || 0;
+  const total = download.bytes_total || 0;
+  const text = total ? `${bytes(done)} of ${bytes(total)}` : bytes(done);
+  const speed = download.speed_bps ? ` · ${bytes(download.speed_bps)}/s` : "";
+  const eta = download.eta_sec ? ` · ${duration(download.eta_sec)} left` : "";
+  return h("div", {}, bar(total ? done / total : 0, text), h("span", { className: "muted" }, text + speed + eta));
+}
+
+export class ModelsView {
+  constructor(root, { refresh, report }) {
+    this.root = root;
+    this.refresh = refresh;
+    this.report = report;
+    this.admin = false;
+    this.pending = new Set();
+  }
+
+  async act(id, verb, call) {
+    this.pending.add(id);
+    this.render(this.rows || []);
+    try {
+      await call();
+    } catch (err) {
+      this.report(`${verb} ${id}: ${err.message}`);
+    } finally {
+      this.pending.delete(id);
+      await this.refresh();
+    }
+  }
+
+  buttons(row) {
+    const id = row.id;
+    const path = `/admin/api/models/${encodeURIComponent(id)}`;
+    const disabled = !this.admin || this.pending.has(id);
+    const button = (verb, label, call) =>
+      h("button", { id: `${verb}-${id}`, className: "admin", disabled, onclick: () => this.act(id, label, call) }, label);
+    const state = row.state || (row.installed ? "installed" : "available");
+    if (IN_FLIGHT.includes(state)) return [button("cancel", "Cancel", () => del(path))];
+    if (!row.installed) {
+      return row.engine_available === false ? [h("span", { className: "muted" }, "engine not available")]
+        : [button("install", "Install", () => post(`${path}/install`))];
+    }
+    if (row.loaded || state === "loaded") return [button("unload", "Unload", () => post(`${path}/unload`))];
+    if (state === "loading" || state === "unloading") return [h("span", { className: "muted" }, `${state}…`)];
+    return [button("load", "Load", () => post(`${path}/load`)), button("delete", "Delete", () => {
+      if (!window.confirm(`Delete ${id} from this PC?`)) return Promise.resolve();
+      return del(path);
+    })];
+  }
+
+  line(row) {
+    const state = row.state || (row.installed ? "installed" : "available");
+    return h("tr", { id: `model-${row.id}`, "data-state": state },
+      h("td", {}, h("div", { className: "mono" }, row.id), row.description ? h("div", { className: "muted" }, row.description) : null),
+      h("td", { className: "num" }, bytes(row.size_bytes)),
+      h("td", {}, fitText(row.fit)),
+      h("td", {}, languagesText(row.languages)),
+      h("td", {}, h("span", { className: `state ${state}` }, state), progress(row.download),
+        row.error ? h("div", { className: "error-text" }, row.error) : null),
+      h("td", {}, whereText(row)),
+      h("td", {}, this.buttons(row)));
+  }
+
+  render(rows) {
+    this.rows = rows;
+    const groups = CAPABILITIES.map(([capability, title]) => {
+      const members = rows.filter((r) => r.capability === capability);
+      if (members.length === 0) return null;
+      members.sort((a, b) => Number(b.installed) - Number(a.installed) || (a.size_bytes || 0) - (b.size_bytes || 0));
+      return h("div", { className: "group" }, h("h3", {}, title),
+        h("table", {}, h("thead", {}, h("tr", {}, ["Model", "Size", "Fit", "Languages", "State", "Runs on", ""].map((t) => h("th", {}, t)))),
+          h("tbody", {}, members.map((r) => this.line(r)))));
+    });
+    replace(this.root, groups);
+  }
+
+  busy() {
+    return (this.rows || []).some((r) => IN_FLIGHT.includes(r.state) || r.state === "loading" || r.state === "unloading");
+  }
+}
