@@ -17,6 +17,7 @@ from fastapi import Request
 from models.errors import Forbidden
 
 TOKEN_FILE = "admin-token"
+COOKIE_NAME = "aistack_admin"  # set by /dashboard/login (HttpOnly, SameSite=Strict)
 
 
 def ensure_admin_token(data_dir: Path) -> str:
@@ -35,12 +36,17 @@ def ensure_admin_token(data_dir: Path) -> str:
     return token
 
 
+def is_admin_token(given: str, expected: str) -> bool:
+    return bool(given) and hmac.compare_digest(given.encode(), expected.encode())
+
+
 def require_admin(request: Request) -> None:
     """FastAPI dependency for admin routes that change state."""
     expected: str = request.app.state.admin_token
     header = request.headers.get("authorization", "")
     given = header[7:].strip() if header.lower().startswith("bearer ") else request.headers.get("x-aistack-admin-token", "")
-    if not given or not hmac.compare_digest(given.encode(), expected.encode()):
+    given = given or request.cookies.get(COOKIE_NAME, "")
+    if not is_admin_token(given, expected):
         raise Forbidden(
             "This admin action needs the admin token (Authorization: Bearer <token>). "
             "It is in the file 'admin-token' in the aistack data folder."
