@@ -71,8 +71,17 @@ class Settings(BaseSettings):
         default_factory=dict, description="OpenAI voice name -> installed voice id, overriding the built-in table."
     )
 
+    obs_metrics: bool = Field(True, description="Keep request metrics in memory (dashboard, /admin/api/metrics, /metrics).")
     obs_access_log: bool = Field(True, description="Write one JSON line per request.")
+    obs_payload: bool = Field(False, description="Capture request and response bodies to disk (for debugging).")
     obs_log_dir: Path | None = Field(None, description="Access log folder; default <data dir>/logs.")
+    obs_payload_dir: Path | None = Field(None, description="Payload capture folder; default <data dir>/captures.")
+    obs_payload_max_gb: float = Field(5, gt=0, description="Captures beyond this total size are removed, oldest first.")
+    obs_payload_max_days: float = Field(7, gt=0, description="Captures older than this many days are removed.")
+    obs_payload_body_max_mb: float = Field(
+        10, gt=0, description="A captured body is cut at this size and marked truncated in its meta.json."
+    )
+    obs_metrics_window_min: float = Field(60, gt=0, le=24 * 60, description="Minutes of requests the metrics cover.")
 
     @field_validator("allowed_origins", mode="before")
     @classmethod
@@ -101,6 +110,10 @@ class Settings(BaseSettings):
     @property
     def log_dir(self) -> Path:
         return self.obs_log_dir or self.data_dir / "logs"
+
+    @property
+    def capture_dir(self) -> Path:
+        return self.obs_payload_dir or self.data_dir / "captures"
 
     @property
     def config_file(self) -> Path:

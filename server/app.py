@@ -15,7 +15,7 @@ from models.store import ModelStore
 from server.admin_token import ensure_admin_token
 from server.errors import install_error_handlers
 from server.middleware import EdgeMiddleware
-from server.observability import AccessLog
+from server.observability import Observability, server_log_tail
 from server.version import VERSION
 
 log = logging.getLogger("aistack.server")
@@ -24,7 +24,7 @@ log = logging.getLogger("aistack.server")
 def create_app(settings: Settings, *, engines: dict[str, str] | None = None) -> FastAPI:
     """Build the app. `engines` adds engine classes by name (the tests add small ones)."""
     store = ModelStore(settings.models_dir)
-    access_log = AccessLog(settings.log_dir, enabled=settings.obs_access_log)
+    observability = Observability.from_settings(settings)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -34,28 +34,38 @@ def create_app(settings: Settings, *, engines: dict[str, str] | None = None) -> 
         from server.routes.catalog import resume_downloads
 
         resume_downloads(app)  # unfinished downloads continue by themselves
-        access_log.start()
+        observability.start()
         try:
             yield
         finally:
             await manager.close()
-            access_log.close()
+            observability.close()
 
     app = FastAPI(
         title="aistack",
         version=VERSION,
         description="Local speech to text, text to speech and chat, OpenAI-compatible. Errors use one envelope.",
         lifespan=lifespan,
+        docs_url=None,  # served offline by server.routes.docs
+        redoc_url=None,
     )
     app.state.settings = settings
     app.state.started_at = time.monotonic()
     app.state.store = store
     app.state.admin_token = ensure_admin_token(settings.data_dir)
+    app.state.observability = observability
+    server_log_tail()
     install_error_handlers(app)
 
     from server.routes import admin, asr, catalog, chat, health, models, status, tts
 
     for module in (health, models, asr, tts, chat, admin, status, catalog):
         app.include_router(module.router)
-    app.add_middleware(EdgeMiddleware, settings=settings, access_log=access_log)
+    from server.routes import dashboard, docs
+    from server.routes import observability as observability_routes
+
+    app.include_router(observability_routes.router)
+    dashboard.mount_dashboard(app)
+    docs.mount_docs(app)
+    app.add_middleware(EdgeMiddleware, settings=settings, observability=observability)
     return app

@@ -1,4 +1,4 @@
-"""The outermost layer every request passes: request id, Host/Origin guard, body limits, access log.
+"""The outermost layer every request passes: request id, Host/Origin guard, body limits, access log, metrics, capture.
 
 Written as plain ASGI (not BaseHTTPMiddleware) so streamed responses pass
 through untouched and a client disconnect reaches the route.
@@ -19,8 +19,10 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from models.errors import AistackError, Forbidden, Malformed, Overflow
 from models.settings import Settings
+from server.capture import Capture
 from server.errors import unexpected
-from server.observability import AccessLog, category_of
+from server.metrics import Sample, status_class
+from server.observability import Observability, category_of
 
 log = logging.getLogger("aistack.server")
 _REQUEST_ID_RE = re.compile(r"^[A-Za-z0-9\-_:.]{1,128}$")
@@ -49,10 +51,10 @@ def is_loopback_host(host: str) -> bool:
 
 
 class EdgeMiddleware:
-    def __init__(self, app: ASGIApp, settings: Settings, access_log: AccessLog):
+    def __init__(self, app: ASGIApp, settings: Settings, observability: Observability):
         self.app = app
         self.settings = settings
-        self.access_log = access_log
+        self.obs = observability
         self.open_host = not is_loopback_host(settings.host)  # bound to the LAN on purpose
         self.allowed_origins = {o.rstrip("/").lower() for o in settings.allowed_origins}
 
@@ -67,7 +69,8 @@ class EdgeMiddleware:
         scope["state"]["request_id"] = request_id
         scope["state"]["obs"] = obs
         started = time.perf_counter()
-        status_holder = {"status": 0, "started": False}
+        status_holder = {"status": 0, "started": False, "busy": False}
+        capture = self.obs.capture.begin(scope, request_id)
 
         async def send_wrapper(message: Message) -> None:
             if message["type"] == "http.response.start":
@@ -75,12 +78,17 @@ class EdgeMiddleware:
                 status_holder["started"] = True
                 raw = [(k, v) for k, v in message.get("headers", []) if k.lower() != b"x-request-id"]
                 raw.append((b"x-request-id", request_id.encode()))
+                status_holder["busy"] = any(k.lower() == b"retry-after" for k, _ in raw)  # how clients tell busy
                 message = {**message, "headers": raw}
+            if capture is not None:
+                capture.saw(message)
             await send(message)
 
         try:
             self._guard(scope, headers)
             receive = self._limit_body(scope, headers, receive)
+            if capture is not None:
+                receive = capture.wrap_receive(receive)
             await self.app(scope, receive, send_wrapper)
         except AistackError as exc:
             await self._send_error(exc, send_wrapper, status_holder)
@@ -88,7 +96,7 @@ class EdgeMiddleware:
             log.exception("unhandled error in %s %s (request %s)", scope.get("method"), scope.get("path"), request_id)
             await self._send_error(unexpected(exc), send_wrapper, status_holder)
         finally:
-            self._record(scope, headers, request_id, obs, started, status_holder)
+            self._record(scope, request_id, obs, started, status_holder, capture)
 
     def _guard(self, scope: Scope, headers: dict[str, str]) -> None:
         host = headers.get("host", "")
@@ -146,22 +154,33 @@ class EdgeMiddleware:
         await send({"type": "http.response.body", "body": body})
 
     def _record(
-        self, scope: Scope, headers: dict[str, str], request_id: str, obs: dict[str, Any], started: float,
-        status_holder: dict[str, Any],
+        self, scope: Scope, request_id: str, obs: dict[str, Any], started: float, status_holder: dict[str, Any],
+        capture: Capture | None,
     ) -> None:
         path = scope.get("path", "")
         status = obs.get("status_override") or status_holder["status"] or 499
+        latency_ms = round((time.perf_counter() - started) * 1000, 1)
+        now = time.time()
+        category = category_of(path)
+        if self.obs.metrics.enabled:
+            self.obs.metrics.record(
+                Sample(now, request_id, category, scope.get("method", ""), path, status,
+                       status_class(status, status_holder["busy"]), latency_ms, obs.get("slot_wait_ms"), obs.get("model"),
+                       obs.get("extra") or {})
+            )
+        if capture is not None:
+            self.obs.capture.finish(capture, status, latency_ms)
         client = scope.get("client")
-        self.access_log.record(
+        self.obs.access_log.record(
             {
-                "ts": time.time(),
+                "ts": now,
                 "request_id": request_id,
                 "method": scope.get("method"),
                 "path": path,
                 "status": status,
-                "category": category_of(path),
+                "category": category,
                 "model": obs.get("model"),
-                "latency_ms": round((time.perf_counter() - started) * 1000, 1),
+                "latency_ms": latency_ms,
                 "slot_wait_ms": obs.get("slot_wait_ms"),
                 "client": f"{client[0]}:{client[1]}" if client else None,
                 "extra": obs.get("extra") or {},
