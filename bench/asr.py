@@ -36,8 +36,8 @@ import httpx
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from models.engines.whisper import BATCH_SIZE, LONG_AUDIO_SEC, WhisperEngine, transcribe_options  # noqa: E402
-from tests.conftest import DEFAULT_DATA, ServerProcess  # noqa: E402
+from bench.harness import DEFAULT_DATA, ServerProcess  # noqa: E402
+from models.engines.whisper.engine import BATCH_SIZE, LONG_AUDIO_SEC, WhisperEngine, transcribe_options  # noqa: E402
 from tests.speech import LONG_TEXT, clip, speech  # noqa: E402
 
 URL = "/v1/audio/transcriptions"

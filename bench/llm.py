@@ -39,7 +39,7 @@ import httpx
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from tests.conftest import DEFAULT_DATA, ServerProcess, free_port  # noqa: E402
+from bench.harness import DEFAULT_DATA, ServerProcess, free_port  # noqa: E402
 
 MODEL_ID = "smollm2-135m-instruct"
 CONTEXT = 4096
@@ -255,7 +255,7 @@ def main() -> int:
     parser.add_argument("--no-peer", action="store_true", help="skip llama_cpp.server")
     args = parser.parse_args()
 
-    from models.engines.llama import physical_cores
+    from models.engines.llama.engine import physical_cores
     from models.starter import install_starter
     from models.store import ModelStore
 

@@ -24,7 +24,7 @@ import psutil
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from tests.conftest import DEFAULT_DATA, free_port  # noqa: E402
+from bench.harness import DEFAULT_DATA, free_port  # noqa: E402
 
 TARGET_START_S = 1.5
 TARGET_RSS_MB = 150

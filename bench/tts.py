@@ -32,7 +32,7 @@ import httpx
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from tests.conftest import DEFAULT_DATA, ServerProcess  # noqa: E402
+from bench.harness import DEFAULT_DATA, ServerProcess  # noqa: E402
 from tests.tts_audio import TEN_SENTENCES, VOICE  # noqa: E402
 
 

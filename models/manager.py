@@ -2,8 +2,9 @@
 
 It loads a model into its runner on first use (or when the user asks), keeps
 it while it is used, unloads it when its keep-alive runs out, evicts idle
-models when memory is short, and hands out the model's single job slot. Every
-other part of the app asks the manager; nobody else starts or stops runners.
+models when memory is short (`models.runtime.placement` decides which), and
+hands out the model's single job slot, in turn (`models.runtime.queue`).
+Every other part of the app asks the manager; nobody else starts or stops runners.
 
 States are explicit: installed -> loading -> loaded -> unloading -> installed,
 and failed when the last load did not work (the next request tries again).
@@ -19,17 +20,20 @@ import enum
 import importlib.util
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
-from models.engines.base import ENGINE_CLASSES
-from models.errors import AistackError, Busy, EngineUnavailable, Malformed
-from models.runner import UNLOADED, JobEvent, Runner
+from models.errors import AistackError, EngineUnavailable, Malformed
+from models.runner import UNLOADED, Runner
+from models.runtime import placement, registry
+from models.runtime.protocol import Accepted, JobEvent, JobSpec
+from models.runtime.queue import ModelSlot
 from models.settings import Settings
 from models.store import InstalledModel, ModelStore
 
 log = logging.getLogger("aistack.manager")
+T = TypeVar("T")
 
 
 class ModelState(enum.StrEnum):
@@ -46,11 +50,19 @@ class _Record:
     state: ModelState = ModelState.INSTALLED
     runner: Runner | None = None
     pinned: bool = False  # loaded by the user: stays until the user unloads it
-    leased: bool = False  # a request holds the job slot
+    slot: ModelSlot = field(init=False)  # the job slot and the requests waiting for it
     last_used: float = 0.0
     expires_at: float | None = None
     error: str | None = None
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+
+    def __post_init__(self) -> None:
+        self.slot = ModelSlot(self.id)
+
+    @property
+    def leased(self) -> bool:
+        """A request holds the job slot."""
+        return self.slot.taken
 
 
 def parse_keep_alive(value: Any) -> float | None:
@@ -75,22 +87,26 @@ def parse_keep_alive(value: Any) -> float | None:
 class Lease:
     """The right to run jobs on one loaded model. Release it exactly once (`release` is idempotent)."""
 
-    def __init__(self, manager: Manager, record: _Record, model: InstalledModel, keep_alive: float | None):
+    def __init__(self, manager: Manager, record: _Record, runner: Runner, model: InstalledModel, keep_alive: float | None):
         self.manager = manager
         self.model = model
         self._record = record
         self._keep_alive = keep_alive
         self._released = False
-        assert record.runner is not None
-        self.runner: Runner = record.runner
+        self.runner = runner  # an unload may stop it while leased: the job then says so
         self.acquired_at = time.monotonic()
+
+    @property
+    def info(self) -> dict[str, Any]:
+        """What the engine said about itself when it loaded: device, sample rate, embedding size..."""
+        return dict(self.runner.info)
 
     @property
     def device(self) -> str:
         return str(self.runner.info.get("device", "cpu"))
 
-    async def stream(self, job: dict[str, Any]) -> AsyncIterator[JobEvent]:
-        """Partial results as they come, then the final one."""
+    async def stream(self, job: JobSpec) -> AsyncIterator[JobEvent]:
+        """`Accepted`, partial results as they come, then the final one."""
         events = self.runner.run(job)
         try:
             async for event in events:
@@ -100,7 +116,7 @@ class Lease:
             # stops early cancels the job before the slot is handed to the next request.
             await events.aclose()
 
-    async def run(self, job: dict[str, Any]) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    async def run(self, job: JobSpec) -> tuple[list[dict[str, Any]], dict[str, Any]]:
         """Run to the end: (partial results, final result)."""
         partials: list[dict[str, Any]] = []
         stream = self.runner.run(job)  # an async generator: closed below even on cancel
@@ -108,7 +124,8 @@ class Lease:
             async for event in stream:
                 if event.final:
                     return partials, event.data
-                partials.append(event.data)
+                if not isinstance(event, Accepted):
+                    partials.append(event.data)
         finally:
             await stream.aclose()
         raise EngineUnavailable(f"Model {self.model.id} ended the job without a result.", provider=self.model.engine)
@@ -122,10 +139,18 @@ class Lease:
 class Manager:
     """Loads, unloads and schedules models. Create inside the running event loop."""
 
-    def __init__(self, store: ModelStore, settings: Settings, *, engines: dict[str, str] | None = None):
+    def __init__(
+        self,
+        store: ModelStore,
+        settings: Settings,
+        *,
+        engines: dict[str, str] | None = None,
+        memory: placement.MemoryProbe | None = None,
+    ):
         self.store = store
         self.settings = settings
-        self.engines = {**ENGINE_CLASSES, **settings.engines, **(engines or {})}
+        self.memory: placement.MemoryProbe = memory or placement.SystemMemory()
+        self.engines = {**registry.engine_classes(), **settings.engines, **(engines or {})}
         self._records: dict[str, _Record] = {}
         self._sweeper: asyncio.Task[None] | None = None
         self._closing = False
@@ -148,10 +173,8 @@ class Manager:
     def engine_available(self, engine: str) -> bool:
         """True when the engine's Python modules can be imported (checked without importing them)."""
         if engine not in self._engine_ok:
-            from models.catalog import ENGINE_MODULES
-
             path = self.engines.get(engine)
-            modules = ENGINE_MODULES.get(engine, (path.partition(":")[0],) if path else ())
+            modules = registry.needed_modules(engine, path)
             self._engine_ok[engine] = bool(path) and all(_module_exists(m) for m in modules)
         return self._engine_ok[engine]
 
@@ -243,51 +266,63 @@ class Manager:
         return runner
 
     async def _make_room(self, model: InstalledModel) -> None:
-        """Unload idle models, least recently used first, until the new one should fit in RAM."""
-        import psutil
-
-        need = int(model.size_bytes * 1.3) + (256 << 20)
+        """Unload idle models the user did not load, least recently used first, until the new one fits."""
+        need = placement.memory_need(model, self.settings.llm_context)
         reserve = self.settings.memory_reserve_mb << 20
-        while psutil.virtual_memory().available - reserve < need:
-            idle = [
-                r for r in self._records.values()
-                if r.state == ModelState.LOADED and not r.leased and r.runner is not None and r.runner.idle
-                and not r.lock.locked()  # someone is loading, leasing or unloading it right now
-            ]
-            if not idle:
-                free_mb = psutil.virtual_memory().available >> 20
-                raise EngineUnavailable(
-                    f"Not enough memory to load {model.id}: it needs about {need >> 20} MB and {free_mb} MB are free "
-                    "after keeping a reserve. Unload other models or close other programs.",
-                )
-            victim = min(idle, key=lambda r: (r.pinned, r.last_used))
-            log.info("evicting %s to make room for %s", victim.id, model.id)
-            await self._unload_locked_free(victim)
+        while (free := self.memory.ram_available() - reserve) < need:
+            residents = [self._resident(r) for r in self._records.values() if r is not self._records.get(model.id)
+                         and r.state == ModelState.LOADED and r.runner is not None]
+            victim = placement.pick_victim(residents)
+            if victim is None:
+                raise placement.refusal(model.id, need, free, residents)
+            log.info("evicting %s to make room for %s", victim.model_id, model.id)
+            await self._unload_locked_free(self._records[victim.model_id])
+
+    @staticmethod
+    def _resident(record: _Record) -> placement.Resident:
+        idle = (not record.leased and not record.slot.queued and record.runner is not None and record.runner.idle
+                and not record.lock.locked())  # a lock held means someone loads, leases or unloads it right now
+        return placement.Resident(record.id, record.pinned, idle, record.last_used)
 
     # Jobs ----------------------------------------------------------------------------
     async def acquire(self, model_id: str, *, keep_alive: float | None = None) -> Lease:
-        """Load if needed and take the model's job slot, or raise `Busy`."""
+        """Wait for the model's slot (in turn), load the model if needed, and lease it.
+
+        Raises `Busy` past the queue's limits. Cancelling the call (the client
+        left) leaves the queue at once; a load already under way finishes, so
+        the next request finds the model ready.
+        """
         model = self._installed(model_id)
         record = self._record(model_id)
+        settings = self.settings
+        await record.slot.take(
+            max_wait=settings.queue_wait_sec, max_queued=settings.queue_max, retry_after=settings.busy_retry_after_sec
+        )
+        try:
+            runner = await _uncancelled(self._ready_runner(record, model))
+        except BaseException:
+            record.slot.release()
+            raise
+        record.expires_at = None
+        return Lease(self, record, runner, model, keep_alive)
+
+    async def _ready_runner(self, record: _Record, model: InstalledModel) -> Runner:
+        """With the slot held: a loaded runner with no job on it."""
         async with record.lock:
             runner = await self._ensure_loaded(record, model)
-            if not record.leased and runner.cancelling:
-                # A disconnected client's job is stopping; it frees the slot within the grace period.
+            if not runner.idle:
+                # The last client left mid-job; its job stops within the cancel grace (or the runner is killed).
                 await runner.wait_idle(self.settings.cancel_grace_sec + 1)
                 if not runner.alive:
                     runner = await self._ensure_loaded(record, model)
-            if record.leased or not runner.idle:
-                raise Busy(
-                    f"Model {model_id} is busy with another request. Retry in a few seconds.",
-                    retry_after=self.settings.busy_retry_after_sec,
-                )
-            record.leased = True
-            record.expires_at = None
-            return Lease(self, record, model, keep_alive)
+            return runner
 
     def _release(self, record: _Record, keep_alive: float | None) -> None:
-        record.leased = False
         record.last_used = time.monotonic()
+        if record.slot.queued:
+            record.slot.release()  # straight to the next request; a dead runner is restarted by it
+            return
+        record.slot.release()
         if record.runner is None or not record.runner.alive:
             # The engine died during the job; reap it now so state and processes stay true.
             asyncio.get_running_loop().create_task(self._reap(record.id))
@@ -359,3 +394,10 @@ def _module_exists(name: str) -> bool:
         return importlib.util.find_spec(name) is not None
     except (ImportError, ValueError):
         return False
+
+
+async def _uncancelled(work: Awaitable[T]) -> T:
+    """Await `work` to the end even if the caller is cancelled meanwhile (a load is not abandoned half-way)."""
+    task = asyncio.ensure_future(work)
+    task.add_done_callback(lambda t: t.cancelled() or t.exception())  # a caller that left never reads it
+    return await asyncio.shield(task)

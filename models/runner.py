@@ -4,7 +4,9 @@ One runner holds one loaded model and runs one job at a time. A reader thread
 takes every message off the pipe and hands it to the event loop, so streaming
 costs no polling. When the process dies (segfault, OOM kill, `os._exit`), the
 job in flight gets an `EngineUnavailable` saying so and the runner is marked
-dead; the manager starts a new one on the next request.
+dead; the manager starts a new one on the next request. A runner that writes
+anything but a `models.runtime.protocol` message is broken the same way: its
+job gets a 503 saying so and the process is killed, never left hanging.
 """
 
 from __future__ import annotations
@@ -16,28 +18,35 @@ import multiprocessing
 import signal
 import threading
 from collections.abc import AsyncGenerator
-from dataclasses import dataclass
+from multiprocessing.reduction import ForkingPickler
 from typing import Any
 
-from models.errors import AistackError, EngineUnavailable
+from models.errors import AistackError, EngineUnavailable, Malformed
+from models.runtime.protocol import (
+    Accepted,
+    Error,
+    Final,
+    Job,
+    JobEvent,
+    JobSpec,
+    Load,
+    LoadFailed,
+    Partial,
+    Ready,
+    Stop,
+)
+from models.runtime.protocol import Cancel as CancelMessage
 
 log = logging.getLogger("aistack.runner")
 _SPAWN = multiprocessing.get_context("spawn")
 UNLOADED = "the model was unloaded"  # crash_reason set by the manager before it stops a runner
-
-
-@dataclass
-class JobEvent:
-    """One event of a job: a partial result (`final=False`) or the final result."""
-
-    final: bool
-    data: dict[str, Any]
+_JOB_MESSAGES = (Accepted, Partial, Final, Error)
 
 
 class _JobChannel:
     def __init__(self, job_id: int):
         self.id = job_id
-        self.queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+        self.queue: asyncio.Queue[Accepted | Partial | Final | Error] = asyncio.Queue()
         self.abandoned = False
 
 
@@ -88,7 +97,7 @@ class Runner:
         parent, child = _SPAWN.Pipe(duplex=True)
         self._process = _SPAWN.Process(
             target=runner_process.main,
-            args=(child, self.engine_path, self.spec),
+            args=(child, Load(self.engine_path, self.spec)),
             name=f"aistack-runner-{self.model_id}",
             daemon=True,
         )
@@ -102,23 +111,36 @@ class Runner:
                     provider=self.provider,
                 )
             msg = parent.recv()
-        except (EOFError, OSError):
+        except (EOFError, OSError, ConnectionError):
             self._process.join(timeout=2)
             raise EngineUnavailable(
                 f"The {self.provider} engine crashed while loading model {self.model_id} "
                 f"({self._exit_description()}). The model file may be damaged or unsupported on this machine.",
                 provider=self.provider,
             ) from None
+        except Exception as exc:  # noqa: BLE001 - bytes that are no message at all
+            self.kill()
+            raise self._malformed_error(f"{type(exc).__name__} while reading its first message") from None
         except BaseException:
             self.kill()
             raise
-        if msg.get("type") != "ready":
+        if isinstance(msg, LoadFailed):
             self.kill()
-            error = AistackError.from_dict(msg.get("error") or {})
+            error = AistackError.from_dict(msg.error)
             if error.kind == "unknown":  # a load failure is "retry later / fix the model", not a bug
                 error = EngineUnavailable(error.message, provider=error.provider)
             raise error
-        self.info = dict(msg.get("info") or {})
+        if not isinstance(msg, Ready):
+            self.kill()
+            raise self._malformed_error(f"a {type(msg).__name__} instead of ready")
+        self.info = dict(msg.info)
+
+    def _malformed_error(self, what: str) -> EngineUnavailable:
+        return EngineUnavailable(
+            f"The {self.provider} runner for model {self.model_id} sent a message aistack cannot read ({what}). "
+            "It was stopped; try again, and if this repeats, the engine or its model is broken.",
+            provider=self.provider,
+        )
 
     def _exit_description(self) -> str:
         code = self._process.exitcode if self._process is not None else None
@@ -137,7 +159,7 @@ class Runner:
             return
         try:
             if self._process.is_alive() and self._conn is not None:
-                self._conn.send({"op": "stop"})
+                self._conn.send(Stop())
         except (OSError, ValueError, BrokenPipeError):
             pass
         self._process.join(timeout)
@@ -164,9 +186,11 @@ class Runner:
         assert conn is not None and loop is not None
         while True:
             try:
-                msg = conn.recv()
-            except (EOFError, OSError, TypeError):
+                msg: object = conn.recv()
+            except (EOFError, OSError):
                 break
+            except Exception as exc:  # noqa: BLE001 - unreadable bytes: the runner is broken, say so
+                msg = _Unreadable(f"{type(exc).__name__}: {str(exc)[:100]}")
             try:
                 loop.call_soon_threadsafe(self._dispatch, msg)
             except RuntimeError:  # loop closed: the server is shutting down
@@ -178,12 +202,29 @@ class Runner:
         except RuntimeError:
             pass
 
-    def _dispatch(self, msg: dict[str, Any]) -> None:
-        job = self._job
-        if job is None or msg.get("id") != job.id:
+    def _dispatch(self, msg: object) -> None:
+        if not isinstance(msg, _JOB_MESSAGES):
+            what = msg.reason if isinstance(msg, _Unreadable) else f"a {type(msg).__name__}"
+            self._on_malformed(what)
             return
+        job = self._job
+        if job is None or (msg.id is not None and msg.id != job.id):
+            return  # late news of a job that was cancelled and already finished
         job.queue.put_nowait(msg)
-        if msg.get("type") in ("done", "error"):
+        if isinstance(msg, Final | Error):
+            self._finish_job()
+
+    def _on_malformed(self, what: str) -> None:
+        """The runner wrote something that is not a protocol message: fail its job and kill it."""
+        log.error("runner for %s sent a message aistack cannot read (%s); killing it", self.model_id, what)
+        error = self._malformed_error(what)
+        if self.crash_reason is None:
+            self.crash_reason = f"it sent a message aistack cannot read ({what})"
+        if self._process is not None and self._process.is_alive():
+            self._process.kill()
+        job = self._job
+        if job is not None:
+            job.queue.put_nowait(Error(job.id, error.to_dict()))
             self._finish_job()
 
     def _on_exit(self) -> None:
@@ -193,7 +234,7 @@ class Runner:
         job = self._job
         if job is not None:
             error = self._gone_error()
-            job.queue.put_nowait({"type": "error", "id": job.id, "error": error.to_dict()})
+            job.queue.put_nowait(Error(job.id, error.to_dict()))
             self._finish_job()
 
     def _gone_error(self) -> EngineUnavailable:
@@ -217,8 +258,8 @@ class Runner:
         self._idle.set()
 
     # Jobs ----------------------------------------------------------------------------
-    async def run(self, job: dict[str, Any]) -> AsyncGenerator[JobEvent, None]:
-        """Run a job; yield partial results, then the final one. Errors are raised.
+    async def run(self, job: JobSpec) -> AsyncGenerator[JobEvent, None]:
+        """Run a job; yield `Accepted`, partial results, then the `Final` one. Errors are raised.
 
         If the consumer stops early (client disconnect), the job is cancelled in
         the background: the runner is told to stop and killed if it does not
@@ -230,30 +271,44 @@ class Runner:
         if self._job is not None:
             raise RuntimeError("runner already has a job")  # the manager's slot prevents this
         channel = _JobChannel(next(self._ids))
+        payload = self._packed(Job(channel.id, job))
         self._job = channel
         self._idle.clear()
         finished = False
         try:
-            self._conn.send({"op": "job", "id": channel.id, "job": job})
+            self._conn.send_bytes(payload)
             while True:
                 msg = await channel.queue.get()
-                kind = msg.get("type")
-                if kind == "data":
-                    yield JobEvent(False, msg.get("data") or {})
-                elif kind == "done":
+                if isinstance(msg, Error):
                     finished = True
-                    yield JobEvent(True, msg.get("result") or {})
+                    raise AistackError.from_dict(msg.error)
+                finished = isinstance(msg, Final)
+                yield msg
+                if finished:
                     return
-                else:
-                    finished = True
-                    raise AistackError.from_dict(msg.get("error") or {})
-        except (OSError, ValueError, BrokenPipeError):
+        except (OSError, ValueError):
             finished = True
             self._finish_job()
             raise self._gone_error() from None
         finally:
             if not finished:
                 self.cancel(channel.id)
+
+    def _packed(self, message: Job) -> bytes:
+        """The job as bytes for the pipe. A job that cannot be pickled fails alone; the runner never sees it."""
+        try:
+            return bytes(ForkingPickler.dumps(message))
+        except RecursionError:
+            raise Malformed(
+                "The request is nested too deeply to send to the engine. Flatten its JSON (schemas, tool "
+                "parameters, message content) and try again.",
+                provider=self.provider,
+            ) from None
+        except Exception as exc:  # noqa: BLE001 - pickling raises many types; all mean "this request"
+            raise Malformed(
+                f"The request holds a value that cannot be sent to the engine ({type(exc).__name__}).",
+                provider=self.provider,
+            ) from None
 
     def cancel(self, job_id: int) -> None:
         """Ask the runner to drop job `job_id`; kill the process if it has not stopped in time."""
@@ -262,7 +317,7 @@ class Runner:
             return
         job.abandoned = True
         try:
-            self._conn.send({"op": "cancel", "id": job_id})
+            self._conn.send(CancelMessage(job_id))
         except (OSError, ValueError):
             pass
         loop = self._loop or asyncio.get_event_loop()
@@ -286,3 +341,10 @@ class Runner:
         except TimeoutError:
             return False
         return True
+
+
+class _Unreadable:
+    """What the reader thread hands on when the pipe held bytes that are no message."""
+
+    def __init__(self, reason: str):
+        self.reason = reason

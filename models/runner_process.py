@@ -2,13 +2,9 @@
 
 This module is what a `spawn`ed runner process imports first, so it stays
 light: the engine module (and its native libraries) is imported only inside
-`main`. A reader thread takes messages off the pipe so a `cancel` is seen while
-the main thread is deep in a job.
-
-Messages in:  {"op": "job", "id": n, "job": {...}}, {"op": "cancel", "id": n}, {"op": "stop"}
-Messages out: {"type": "ready", "info": {...}}, {"type": "load_failed", "error": {...}},
-              {"type": "data", "id": n, "data": {...}}, {"type": "done", "id": n, "result": {...}},
-              {"type": "error", "id": n, "error": {...}}
+`main`. A reader thread takes messages off the pipe so a `Cancel` is seen while
+the main thread is deep in a job. Every message in and out is a
+`models.runtime.protocol` type.
 """
 
 from __future__ import annotations
@@ -22,6 +18,8 @@ import threading
 import traceback
 from multiprocessing.connection import Connection
 from typing import Any
+
+from models.runtime.protocol import Accepted, Cancel, Error, Final, Job, Load, LoadFailed, Partial, Ready, Stop
 
 log = logging.getLogger("aistack.runner")
 
@@ -46,9 +44,11 @@ def describe_failure(exc: BaseException, provider: str, doing: str) -> dict[str,
 class _Inbox:
     """Reads the pipe on a thread: jobs go to a queue, cancels flip flags at once."""
 
-    def __init__(self, conn: Connection):
+    def __init__(self, conn: Connection, send: Any, provider: str):
         self.conn = conn
-        self.jobs: queue.Queue[dict[str, Any] | None] = queue.Queue()
+        self.send = send
+        self.provider = provider
+        self.jobs: queue.Queue[Job | None] = queue.Queue()
         self.cancelled: set[int] = set()
         self.lock = threading.Lock()
 
@@ -57,74 +57,79 @@ class _Inbox:
             try:
                 msg = self.conn.recv()
             except (EOFError, OSError):
-                # The server went away: nobody is left to answer to.
-                os._exit(0)
-            op = msg.get("op")
-            if op == "job":
+                os._exit(0)  # the server went away: nobody is left to answer to
+            except Exception as exc:  # noqa: BLE001 - a message that cannot be read fails its job, not the runner
+                self.send(Error(None, describe_failure(exc, self.provider, "reading the request")))
+                continue
+            if isinstance(msg, Job):
                 self.jobs.put(msg)
-            elif op == "cancel":
+            elif isinstance(msg, Cancel):
                 with self.lock:
-                    self.cancelled.add(int(msg["id"]))
-            elif op == "stop":
+                    self.cancelled.add(msg.id)
+            elif isinstance(msg, Stop):
                 self.jobs.put(None)
                 return
+            else:
+                log.error("ignoring a message this runner does not understand: %s", type(msg).__name__)
 
     def is_cancelled(self, job_id: int) -> bool:
         with self.lock:
             return job_id in self.cancelled
 
 
-def main(conn: Connection, engine_path: str, spec: dict[str, Any]) -> None:
+def main(conn: Connection, load: Load) -> None:
     """Entry point of the runner process (target of `multiprocessing.Process`)."""
-    from models.engines.base import JobContext
-    from models.errors import AistackError
-
     # Ctrl+C in a terminal reaches the whole process group; the server shuts its runners down itself.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s runner[%(process)d] %(levelname)s %(message)s")
+    spec = load.spec
     provider = str(spec.get("engine", "engine"))
     send_lock = threading.Lock()
 
-    def send(msg: dict[str, Any]) -> None:
+    def send(msg: object) -> None:
         with send_lock:
             conn.send(msg)
 
     try:
-        engine = import_engine(engine_path)(spec)
-        send({"type": "ready", "info": engine.info()})
+        engine = import_engine(load.engine_path)(spec)
+        send(Ready(engine.info()))
     except BaseException as exc:  # noqa: BLE001 - any load failure must reach the server
         log.error("loading %s failed:\n%s", spec.get("id"), traceback.format_exc())
-        send({"type": "load_failed", "error": describe_failure(exc, provider, f"loading model {spec.get('id')}")})
+        send(LoadFailed(describe_failure(exc, provider, f"loading model {spec.get('id')}")))
         return
 
-    inbox = _Inbox(conn)
+    inbox = _Inbox(conn, send, provider)
     threading.Thread(target=inbox.read_forever, name="runner-inbox", daemon=True).start()
     while (msg := inbox.jobs.get()) is not None:
-        job_id = int(msg["id"])
-
-        def emit(data: dict[str, Any], job_id: int = job_id) -> None:
-            send({"type": "data", "id": job_id, "data": data})
-
-        def is_cancelled(job_id: int = job_id) -> bool:
-            return inbox.is_cancelled(job_id)
-
-        ctx = JobContext(emit, is_cancelled)
-        try:
-            result = engine.run(msg["job"], ctx)
-            send({"type": "done", "id": job_id, "result": result or {}})
-        except AistackError as exc:
-            # Classified by the engine: a client that left, the request's own fault (bad audio, too long
-            # a prompt...) or a failure it already explained. The message is the answer; no traceback.
-            level = logging.ERROR if exc.status >= 500 else logging.INFO
-            log.log(level, "job %s: %s %s", job_id, exc.kind, exc.message)
-            send({"type": "error", "id": job_id, "error": exc.to_dict()})
-        except BaseException as exc:  # noqa: BLE001 - report, keep serving
-            log.error("job %s failed:\n%s", job_id, traceback.format_exc())
-            send({"type": "error", "id": job_id, "error": describe_failure(exc, provider, "running the request")})
-        finally:
-            with inbox.lock:
-                inbox.cancelled.discard(job_id)
+        _run_one(engine, msg, inbox, send, provider)
     try:
         engine.close()
     finally:
         conn.close()
+
+
+def _run_one(engine: Any, msg: Job, inbox: _Inbox, send: Any, provider: str) -> None:
+    from models.engines.base import JobContext
+    from models.errors import AistackError
+
+    job_id = msg.id
+    ctx = JobContext(
+        lambda data: send(Partial(job_id, data)),
+        lambda: inbox.is_cancelled(job_id),
+        lambda info: send(Accepted(job_id, info)),
+    )
+    try:
+        result = engine.run(msg.job, ctx)
+        send(Final(job_id, dict(result or {})))
+    except AistackError as exc:
+        # Classified by the engine: a client that left, the request's own fault (bad audio, too long
+        # a prompt...) or a failure it already explained. The message is the answer; no traceback.
+        level = logging.ERROR if exc.status >= 500 else logging.INFO
+        log.log(level, "job %s: %s %s", job_id, exc.kind, exc.message)
+        send(Error(job_id, exc.to_dict()))
+    except BaseException as exc:  # noqa: BLE001 - report, keep serving
+        log.error("job %s failed:\n%s", job_id, traceback.format_exc())
+        send(Error(job_id, describe_failure(exc, provider, "running the request")))
+    finally:
+        with inbox.lock:
+            inbox.cancelled.discard(job_id)

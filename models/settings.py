@@ -46,6 +46,10 @@ class Settings(BaseSettings):
     model_load_timeout_sec: float = Field(180, gt=0, description="Longest a model may take to load in its runner.")
     cancel_grace_sec: float = Field(3, gt=0, description="How long a cancelled job may take to stop before its runner is killed.")
     busy_retry_after_sec: int = Field(5, ge=1, description="Retry-After sent with the busy 503.")
+    queue_wait_sec: float = Field(
+        30, ge=0, description="Longest a request waits in a busy model's queue before it gets the busy 503."
+    )
+    queue_max: int = Field(16, ge=0, description="Requests that may wait in one model's queue; one more gets the busy 503.")
     memory_reserve_mb: int = Field(1024, ge=0, description="RAM kept free for the system when deciding whether a model fits.")
 
     allowed_origins: Annotated[list[str], NoDecode] = Field(

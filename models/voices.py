@@ -1,7 +1,8 @@
 """Text-to-speech voices: what is installed, and how a requested `voice` reaches one.
 
-A piper voice is one installed TTS model (an `.onnx` and its `.onnx.json`);
-multi-speaker voices hold several speakers. A request's `voice` may name:
+Each installed TTS model holds one voice (multi-speaker voices hold several
+speakers); its engine's `VoiceReader` (named in the engine registry) describes
+it without loading the engine. A request's `voice` may name:
 
 1. an installed voice by id (`piper-en_US-joe-medium`), catalog alias, or file
    stem (`en_US-joe-medium`), optionally with `:speaker` for a multi-speaker voice;
@@ -10,22 +11,18 @@ multi-speaker voices hold several speakers. A request's `voice` may name:
    the first installed candidate wins, else the default voice. The setting
    `voice_map` (AISTACK_VOICE_MAP, JSON) overrides any entry, and its key
    `default` picks the default voice.
-
-This module reads only the small `.onnx.json` files, so the server can use it
-without loading any engine.
 """
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Any
 
+from models.engines.voice import VoiceInfo
 from models.errors import Malformed
 from models.naming import resolve
 from models.routing import ROUTING_ALIASES
+from models.runtime.registry import voice_reader
 from models.store import InstalledModel, ModelStore
 
 # OpenAI voice name -> installed voices to try, best first. Chosen by the voice's
@@ -47,62 +44,14 @@ OPENAI_VOICE_TABLE: dict[str, tuple[str, ...]] = {
     "verse": ("piper-en_US-ryan-high", "piper-en_US-joe-medium"),
 }
 OPENAI_VOICES: tuple[str, ...] = tuple(sorted(OPENAI_VOICE_TABLE))
-_QUALITIES = ("x_low", "low", "medium", "high")
 
 
-@dataclass(frozen=True)
-class VoiceInfo:
-    """One installed voice, as its `.onnx.json` describes it."""
-
-    id: str
-    name: str
-    stem: str
-    language: str  # e.g. en_US
-    languages: tuple[str, ...]  # ISO 639-1, e.g. ("en",)
-    sample_rate: int
-    quality: str
-    speakers: tuple[str, ...]  # names by speaker index; empty for a single-speaker voice
-
-    @property
-    def num_speakers(self) -> int:
-        return max(1, len(self.speakers))
-
-    def speaker_index(self, speaker: str | int | None) -> int | None:
-        """The index of `speaker` (name or index), None for the voice's own default; Malformed if unknown."""
-        if speaker is None or speaker == "":
-            return None
-        text = str(speaker).strip()
-        if isinstance(speaker, int) and not isinstance(speaker, bool) and 0 <= speaker < self.num_speakers:
-            return speaker if self.speakers else None  # a JSON number is an index
-        if not self.speakers:
-            if text == "0" or text.lower() == self.name.lower():
-                return None
-            raise Malformed(f"Voice '{self.id}' has a single speaker; leave out 'speaker'.")
-        if text in self.speakers:
-            return self.speakers.index(text)
-        lowered = [s.lower() for s in self.speakers]
-        if text.lower() in lowered:
-            return lowered.index(text.lower())
-        if text.isdigit() and int(text) < len(self.speakers):
-            return int(text)
-        shown = ", ".join(self.speakers[:20]) + (", ..." if len(self.speakers) > 20 else "")
-        raise Malformed(
-            f"Voice '{self.id}' has no speaker '{text[:60]}'. Use an index from 0 to {len(self.speakers) - 1} "
-            f"or a name: {shown}. GET /v1/audio/voices lists them."
-        )
-
-    def describe(self) -> dict[str, Any]:
-        return {
-            "id": self.id,
-            "object": "voice",
-            "name": self.name,
-            "language": self.language,
-            "languages": list(self.languages),
-            "sample_rate": self.sample_rate,
-            "quality": self.quality,
-            "num_speakers": self.num_speakers,
-            "speakers": [{"id": i, "name": name} for i, name in enumerate(self.speakers)],
-        }
+def voice_info(model: InstalledModel) -> VoiceInfo:
+    """The voice of an installed TTS model, read by its engine's `VoiceReader`."""
+    reader = voice_reader(model.engine)
+    if reader is None:
+        raise Malformed(f"Model '{model.id}' is not a voice: its engine {model.engine} does not speak.")
+    return reader.read(model)
 
 
 @dataclass(frozen=True)
@@ -117,65 +66,6 @@ class VoiceChoice:
     @property
     def label(self) -> str:
         return self.voice.id if self.speaker is None else f"{self.voice.id}:{self.speaker}"
-
-
-def voice_files(model: InstalledModel) -> tuple[Path, Path]:
-    """The `.onnx` and `.onnx.json` of an installed voice."""
-    names = [f["name"] for f in model.manifest.get("files", [])]
-    return piper_files(model.path, names)
-
-
-def piper_files(folder: Path, names: list[str]) -> tuple[Path, Path]:
-    onnx = next((n for n in names if n.endswith(".onnx")), None)
-    config = next((n for n in names if n.endswith(".onnx.json")), None)
-    if onnx is None or config is None:
-        raise Malformed("This piper voice is incomplete: it needs an .onnx file and its .onnx.json. Reinstall it.")
-    return folder / onnx, folder / config
-
-
-_INFO_CACHE: dict[tuple[str, float], VoiceInfo] = {}
-
-
-def voice_info(model: InstalledModel) -> VoiceInfo:
-    """Read (and cache by file time) the voice's description from its `.onnx.json`."""
-    _, config_path = voice_files(model)
-    try:
-        key = (str(config_path), config_path.stat().st_mtime)
-    except OSError:
-        raise Malformed(f"Voice '{model.id}' is missing its .onnx.json file. Reinstall it.") from None
-    if key not in _INFO_CACHE:
-        try:
-            config = json.loads(config_path.read_text(encoding="utf-8"))
-        except (OSError, ValueError):
-            raise Malformed(f"Voice '{model.id}' has an unreadable .onnx.json file. Reinstall it.") from None
-        _INFO_CACHE[key] = info_from_config(model, config_path, config)
-    return _INFO_CACHE[key]
-
-
-def info_from_config(model: InstalledModel, config_path: Path, config: dict[str, Any]) -> VoiceInfo:
-    stem = config_path.name.removesuffix(".onnx.json")
-    parts = stem.split("-")
-    audio = config.get("audio") or {}
-    quality = str(audio.get("quality") or (parts[-1] if parts[-1] in _QUALITIES else "unknown"))
-    language = config.get("language") or {}
-    code = str(language.get("code") or (config.get("espeak") or {}).get("voice") or parts[0])
-    id_map: Mapping[str, int] = config.get("speaker_id_map") or {}
-    num = int(config.get("num_speakers") or 1)
-    speakers: tuple[str, ...] = ()
-    if num > 1:
-        by_index = {int(i): str(name) for name, i in id_map.items()}
-        speakers = tuple(by_index.get(i, str(i)) for i in range(num))
-    family = code.replace("-", "_").split("_")[0].lower()
-    return VoiceInfo(
-        id=model.id,
-        name=str(config.get("dataset") or (parts[1] if len(parts) > 2 else stem)),
-        stem=stem,
-        language=code,
-        languages=tuple(model.languages) or (family,),
-        sample_rate=int(audio.get("sample_rate") or 22050),
-        quality=quality,
-        speakers=speakers,
-    )
 
 
 def _speaks(voice: VoiceInfo, language: str | None) -> bool:

@@ -1,9 +1,13 @@
-"""Glue between a route and the manager: take the model's slot, run the job, follow the client.
+"""Glue between a route and the manager: wait for the model's slot, run the job, follow the client.
 
-- `acquire(request, model_id)` loads the model and takes its slot (or raises `Busy`),
-  recording model and slot wait for the access log.
+- `acquire(request, model_id)` loads the model and waits in its queue for the
+  slot (leaving the queue at once if the client goes away), recording model,
+  slot wait and device for the access log.
 - `run_job(request, lease, job)` runs to the end, cancelling the job if the client
   disconnects, and always releases the lease.
+- `start_stream(request, lease, job)` runs a job until the engine accepted its
+  input, so a refused input still gets its error envelope; it releases the lease
+  on any failure before the answer starts.
 - `LeasedStream` is a StreamingResponse that releases its lease however the
   response ends (finished, client gone, or never started).
 - `sse(data)` formats one Server-Sent Event.
@@ -14,15 +18,19 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import AsyncIterator, Callable
-from typing import Any
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any, TypeVar, cast
 
 from fastapi import Request
 from starlette.responses import StreamingResponse
 from starlette.types import Receive, Scope, Send
 
-from models.errors import Busy, Cancelled
+from models.errors import Cancelled
 from models.manager import Lease, Manager
+from models.runtime.protocol import Accepted, JobEvent, JobSpec
+
+T = TypeVar("T")
 
 
 def manager_of(request: Request) -> Manager:
@@ -37,27 +45,32 @@ def obs_of(request: Request) -> dict[str, Any]:
     return obs
 
 
-# A client that hangs up a stream and at once sends its next request on another
-# (pooled) connection can reach us before the hang-up does; the slot frees a few
-# milliseconds later. Only a slot still taken after this grace is "busy".
-BUSY_GRACE_SEC = 0.5
-
-
 async def acquire(request: Request, model_id: str, *, keep_alive: float | None = None) -> Lease:
+    """The model's slot, after any requests queued before this one. Call after the body was read."""
     obs = obs_of(request)
     obs["model"] = model_id
     started = time.perf_counter()
-    while True:
-        try:
-            lease = await manager_of(request).acquire(model_id, keep_alive=keep_alive)
-            break
-        except Busy:
-            if time.perf_counter() - started >= BUSY_GRACE_SEC:
-                raise
-            await asyncio.sleep(0.02)
+    lease = await until_disconnect(request, manager_of(request).acquire(model_id, keep_alive=keep_alive))
     obs["slot_wait_ms"] = round((time.perf_counter() - started) * 1000, 1)
     obs["extra"]["device"] = lease.device
     return lease
+
+
+async def until_disconnect(request: Request, work: Awaitable[T]) -> T:
+    """Await `work`, cancelling it (and raising `Cancelled`, logged as 499) if the client goes away first."""
+    task = asyncio.ensure_future(work)
+    watch = asyncio.ensure_future(wait_for_disconnect(request))
+    try:
+        await asyncio.wait({task, watch}, return_when=asyncio.FIRST_COMPLETED)
+        if task.done():
+            return task.result()
+        task.cancel()
+        obs_of(request)["status_override"] = 499
+        raise Cancelled("The client closed the connection.")
+    finally:
+        watch.cancel()
+        if not task.done():
+            task.cancel()
 
 
 async def wait_for_disconnect(request: Request) -> None:
@@ -68,22 +81,54 @@ async def wait_for_disconnect(request: Request) -> None:
             return
 
 
-async def run_job(request: Request, lease: Lease, job: dict[str, Any]) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+async def run_job(request: Request, lease: Lease, job: JobSpec) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     """Run a job to the end; a client disconnect cancels it. Releases the lease."""
-    work = asyncio.ensure_future(lease.run(job))
-    watch = asyncio.ensure_future(wait_for_disconnect(request))
     try:
-        done, _ = await asyncio.wait({work, watch}, return_when=asyncio.FIRST_COMPLETED)
-        if work in done:
-            return work.result()
-        work.cancel()
-        obs_of(request)["status_override"] = 499
-        raise Cancelled("The client closed the connection.")
+        return await until_disconnect(request, lease.run(job))
     finally:
-        for task in (work, watch):
-            if not task.done():
-                task.cancel()
         lease.release()
+
+
+@dataclass
+class StartedJob:
+    """A job whose input the engine accepted: what it said on accepting, and the events after."""
+
+    accepted: dict[str, Any]
+    events: AsyncGenerator[JobEvent, None]  # partial results, then the final one
+
+    async def aclose(self) -> None:
+        """Stop the job if it is still running (the client left); safe to call twice."""
+        await self.events.aclose()
+
+
+async def start_stream(request: Request, lease: Lease, job: JobSpec) -> StartedJob:
+    """Run the job until the engine accepts its input, before any byte of the answer is sent.
+
+    A refused input (bad audio, too long a prompt, text the voice cannot say)
+    still gets its 4xx envelope; only failures after this point become the
+    stream's error event. A client that leaves meanwhile cancels the job. On any
+    failure here the job is closed and the lease released; afterwards the
+    caller's `LeasedStream` owns both.
+    """
+    events = cast(AsyncGenerator[JobEvent, None], lease.stream(job))
+    try:
+        first = await until_disconnect(request, anext(events))
+    except BaseException:
+        await events.aclose()
+        lease.release()
+        raise
+    if isinstance(first, Accepted):
+        return StartedJob(first.data, events)
+    return StartedJob({}, _chain(first, events))  # an engine that sent its first result straight away
+
+
+async def _chain(first: JobEvent, rest: AsyncGenerator[JobEvent, None]) -> AsyncGenerator[JobEvent, None]:
+    try:
+        yield first
+        async for event in rest:
+            yield event
+    finally:
+        await rest.aclose()
 
 
 def sse(data: dict[str, Any] | str) -> bytes:

@@ -14,7 +14,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from models.engines.whisper import WhisperEngine
+from models.engines.whisper.engine import WhisperEngine
 
 STARTER_WHISPER = "whisper-tiny.en"
 FILES = ("config.json", "model.bin", "tokenizer.json", "vocabulary.txt")

@@ -2,14 +2,18 @@
 
 It runs inside a real runner process, like the real engines. A job says what
 to do: `{"steps": 5, "delay": 0.1, "crash_at": 2, "crash": "segv", "ignore_cancel": false}`.
+The crashes `garbage` and `alien` make the runner write bytes that are no
+message, or a message that is not in the protocol, as a broken runner would.
 """
 
 from __future__ import annotations
 
 import ctypes
+import gc
 import os
 import signal
 import time
+from multiprocessing.connection import Connection
 from typing import Any
 
 from models.engines.base import JobContext
@@ -34,6 +38,7 @@ class ScriptedEngine:
         return {"device": "cpu", "pid": os.getpid()}
 
     def run(self, job: dict[str, Any], ctx: JobContext) -> dict[str, Any]:
+        started_at = time.time()
         steps = int(job.get("steps", 1))
         for step in range(steps):
             if not job.get("ignore_cancel"):
@@ -42,7 +47,8 @@ class ScriptedEngine:
                 self._crash(str(job.get("crash", "segv")))
             time.sleep(float(job.get("delay", 0)))
             ctx.emit({"step": step, "pid": os.getpid()})
-        return {"model": self.model_id, "steps": steps, "pid": os.getpid(), "echo": job.get("echo")}
+        return {"model": self.model_id, "steps": steps, "pid": os.getpid(), "echo": job.get("echo"),
+                "started_at": started_at, "finished_at": time.time()}
 
     @staticmethod
     def _crash(how: str) -> None:
@@ -52,7 +58,18 @@ class ScriptedEngine:
             os._exit(3)
         elif how == "kill":
             os.kill(os.getpid(), signal.SIGKILL)
+        elif how == "garbage":
+            _runner_pipe().send_bytes(b"these bytes are not a pickled message")
+            time.sleep(30)  # a broken runner that also stops answering: the server must not wait for it
+        elif how == "alien":
+            _runner_pipe().send({"type": "done", "result": {}})  # a message from no protocol aistack speaks
+            time.sleep(30)
         elif how == "malformed":
             raise Malformed("The input is not something this engine can read.", provider="scripted")
         else:
             raise RuntimeError("something broke inside the engine")
+
+
+def _runner_pipe() -> Connection:
+    """The runner process's pipe to the server (found, not handed in: engines never see it)."""
+    return next(obj for obj in gc.get_objects() if isinstance(obj, Connection) and not obj.closed)

@@ -18,12 +18,12 @@ import httpx
 from fastapi import APIRouter, Request
 from pydantic import BaseModel
 
+from bench.harness import free_port
 from models.errors import AistackError
 from models.manager import parse_keep_alive
 from models.settings import Settings
 from server.app import create_app
-from server.jobs import LeasedStream, acquire, run_job, sse
-from tests.conftest import free_port
+from server.jobs import LeasedStream, acquire, run_job, sse, start_stream
 
 ENGINE = "scripted"
 ENGINES = {ENGINE: "tests.engines:ScriptedEngine"}
@@ -54,15 +54,19 @@ def job_router() -> APIRouter:
     async def run(model_id: str, body: JobBody, request: Request) -> Any:
         lease = await acquire(request, model_id, keep_alive=parse_keep_alive(body.keep_alive))
         if not body.stream:
-            partials, result = await run_job(request, lease, body.job)
+            partials, result = await run_job(request, lease, body.job)  # type: ignore[arg-type]
             return {"partials": partials, "result": result}
+
+        started = await start_stream(request, lease, body.job)  # type: ignore[arg-type]
 
         async def events() -> Any:
             try:
-                async for event in lease.stream(body.job):
+                async for event in started.events:
                     yield sse({"final": event.final, **event.data})
             except AistackError as exc:
                 yield sse({"type": "error", "error": exc.to_dict()})
+            finally:
+                await started.aclose()
 
         return LeasedStream(events(), lease, media_type="text/event-stream")
 

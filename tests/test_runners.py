@@ -129,18 +129,6 @@ def test_load_failures_are_503_and_retried_next_time(spine: InProcessServer) -> 
     assert len(children()) == 1  # only alpha's runner is left
 
 
-def test_busy_model_answers_503_with_retry_after(spine: InProcessServer) -> None:
-    with spine.client() as client, concurrent.futures.ThreadPoolExecutor(1) as pool:
-        run(client, "alpha")  # loaded, so the next job starts at once
-        slow = pool.submit(run, spine.client(), "alpha", steps=10, delay=0.1)
-        assert wait_until(lambda: spine.status("alpha")["busy"], 5)
-        busy = run(client, "alpha")
-        error = assert_envelope(busy, 503, "network")
-        assert busy.headers["Retry-After"] == "5" and "busy" in error["message"]
-        assert slow.result().status_code == 200
-        assert run(client, "beta").status_code == 200  # another model is not blocked
-
-
 def test_disconnect_cancels_the_job_and_the_next_request_is_served_at_once(spine: InProcessServer) -> None:
     with spine.client() as client:
         job = {"job": {"steps": 100, "delay": 0.05}, "stream": True}
@@ -254,11 +242,11 @@ def test_fifty_concurrent_mixed_calls_leave_consistent_state(spine: InProcessSer
 
     with concurrent.futures.ThreadPoolExecutor(16) as pool:
         results = list(pool.map(call, range(50)))
-    # Loads and unloads always succeed; a job either runs, finds the slot busy (Retry-After),
-    # or is cut short by an unload that raced it (an envelope saying so).
+    # Loads and unloads always succeed; a job either runs (after waiting its turn) or is cut
+    # short by an unload that raced it (an envelope saying so).
     assert all(status == 200 for action, status, _ in results if action < 2), results
     for _action, status, reason in results:
-        assert status == 200 or (status == 503 and (reason == "5" or "unloaded" in reason)), (status, reason)
+        assert status == 200 or (status == 503 and "unloaded" in reason), (status, reason)
     time.sleep(0.5)
     loaded = {m: spine.status(m) for m in models}
     assert all(s["state"] in ("installed", "loaded") for s in loaded.values()), loaded

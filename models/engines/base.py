@@ -1,8 +1,9 @@
 """What an engine is, as seen from inside its runner process.
 
-An engine loads one model and runs jobs on it, one at a time. Jobs, events and
-results are plain data (str, numbers, bools, lists, dicts, bytes) because they
-cross a process boundary. An engine never knows about HTTP.
+An engine loads one model and runs jobs on it, one at a time. Jobs, partial and
+final results are the plain data `models.runtime.protocol` types per
+capability, because they cross a process boundary. An engine never knows
+about HTTP.
 """
 
 from __future__ import annotations
@@ -11,20 +12,35 @@ from collections.abc import Callable
 from typing import Any, Protocol
 
 from models.errors import Cancelled
+from models.runtime.protocol import JobSpec
 
-Job = dict[str, Any]
 Event = dict[str, Any]
 
 
 class JobContext:
-    """Handed to `Engine.run`: send partial results, and ask whether to stop."""
+    """Handed to `Engine.run`: say the input is accepted, send partial results, and ask whether to stop."""
 
-    def __init__(self, emit: Callable[[Event], None], is_cancelled: Callable[[], bool]):
+    def __init__(
+        self, emit: Callable[[Event], None], is_cancelled: Callable[[], bool], accept: Callable[[Event], None]
+    ):
         self._emit = emit
         self._is_cancelled = is_cancelled
+        self._accept = accept
+        self._accepted = False
+
+    def accept(self, **info: Any) -> None:
+        """The input is read and checked: from here on a failure can no longer be the request's own fault.
+
+        A streamed answer starts only now, so bad input still gets its error
+        envelope. Later calls do nothing. `info` reaches the route (e.g. the sample rate).
+        """
+        if not self._accepted:
+            self._accepted = True
+            self._accept(info)
 
     def emit(self, data: Event) -> None:
         """Send one partial result (a segment, a sentence of audio, a token) to the server now."""
+        self.accept()
         self._emit(data)
 
     @property
@@ -50,22 +66,15 @@ class Engine(Protocol):
         """Where and how the model runs, e.g. `{"device": "cpu", "compute_type": "int8"}`."""
         ...
 
-    def run(self, job: Job, ctx: JobContext) -> dict[str, Any]:
-        """Run one job; `ctx.emit` partial results; return the final result.
+    def run(self, job: JobSpec, ctx: JobContext) -> Any:
+        """Run one job (its capability's job type); `ctx.emit` partial results; return the final result.
 
-        Raise `models.errors` classes for failures the user can act on (with
-        `provider` set to the engine's name); anything else becomes a 500 `unknown`.
+        Call `ctx.accept()` once the input is checked. Raise `models.errors`
+        classes for failures the user can act on (with `provider` set to the
+        engine's name); anything else becomes a 500 `unknown`.
         """
         ...
 
     def close(self) -> None:
         """Free what `__init__` took. The process exits right after, so this may do nothing."""
         ...
-
-
-# Engine name (catalog `engine` field) -> "module:Class" loaded inside the runner.
-ENGINE_CLASSES: dict[str, str] = {
-    "faster-whisper": "models.engines.whisper:WhisperEngine",
-    "piper": "models.engines.piper:PiperEngine",
-    "llama.cpp": "models.engines.llama:LlamaEngine",
-}

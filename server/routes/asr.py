@@ -11,20 +11,18 @@ here for plain answers, by the stream's `on_close` for SSE.
 
 from __future__ import annotations
 
-import asyncio
 import logging
-from collections.abc import AsyncGenerator, AsyncIterator
-from contextlib import aclosing
-from typing import Any, cast
+from collections.abc import AsyncIterator
+from typing import Any
 
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from pydantic import ValidationError
 
 from models.asr_names import AsrChoice, english_only, normalise_language, resolve_asr
-from models.errors import AistackError, Cancelled, Malformed, Unknown
-from models.manager import Lease, parse_keep_alive
-from models.runner import JobEvent
+from models.errors import AistackError, Malformed, Unknown
+from models.manager import parse_keep_alive
+from models.runtime.protocol import TranscribeJob
 from server import transcripts
 from server.asr_schemas import (
     Transcription,
@@ -34,7 +32,7 @@ from server.asr_schemas import (
     response_content,
 )
 from server.errors import describe_validation
-from server.jobs import SSE_HEADERS, LeasedStream, acquire, manager_of, obs_of, run_job, sse, wait_for_disconnect
+from server.jobs import SSE_HEADERS, LeasedStream, StartedJob, acquire, manager_of, obs_of, run_job, sse, start_stream
 from server.schemas import ERROR_RESPONSES
 from server.uploads import Upload, receive_upload
 
@@ -80,16 +78,18 @@ async def _transcribe(request: Request, *, translations: bool) -> Response:
                             task="translate" if form.translate else "transcribe",
                             segment_granularity=form.segment_granularity)
         lease = await acquire(request, choice.model.id, keep_alive=keep_alive)
-        streams = bool(lease.runner.info.get("supports_streaming", True))
-        job = {
-            "op": "transcribe", "path": upload.path, "language": language, "translate": form.translate,
+        streams = bool(lease.info.get("supports_streaming", True))
+        job: TranscribeJob = {
+            "task": "transcribe", "path": str(upload.path), "language": language, "translate": form.translate,
             "prompt": form.prompt, "temperature": form.temperature, "stream": form.stream and streams,
             "max_audio_sec": request.app.state.settings.max_audio_sec,
         }
         headers = {"X-Aistack-Model": choice.model.id, **({"X-Aistack-Warning": choice.note} if choice.note else {})}
         if form.stream:
-            started, first = await _start(request, lease, job)
-            events = _events(request, started, first, form, choice, streams=streams)
+            # The runner reads and probes the audio before it accepts the job, so unreadable, truncated
+            # or over-long audio still gets its 400 / 413 envelope.
+            started = await start_stream(request, lease, job)
+            events = _events(request, started, form, choice, streams=streams)
             response = LeasedStream(events, lease, media_type="text/event-stream",
                                     headers={**SSE_HEADERS, **headers}, on_close=upload.remove)
             owned = False
@@ -169,37 +169,8 @@ def _render(result: dict[str, Any], form: TranscriptionForm, headers: dict[str, 
     return JSONResponse({"text": transcripts.full_text(segments), "usage": usage}, headers=headers)
 
 
-async def _start(request: Request, lease: Lease, job: dict[str, Any]) -> tuple[AsyncGenerator[JobEvent, None], JobEvent]:
-    """Run the job until its first event, before any byte of the answer is sent.
-
-    The runner reads and probes the audio first, so unreadable, truncated or
-    over-long audio still gets its 400 / 413 envelope; only failures after that
-    point become the stream's `error` event. A client that leaves meanwhile cancels the job.
-    """
-    events = cast(AsyncGenerator[JobEvent, None], lease.stream(job))
-    first = asyncio.ensure_future(anext(events))
-    watch = asyncio.ensure_future(wait_for_disconnect(request))
-    try:
-        await asyncio.wait({first, watch}, return_when=asyncio.FIRST_COMPLETED)
-        if not first.done():
-            first.cancel()
-            obs_of(request)["status_override"] = 499
-            raise Cancelled("The client closed the connection.")
-        return events, first.result()
-    except BaseException:
-        if not first.done():
-            first.cancel()
-        await asyncio.gather(first, return_exceptions=True)
-        await events.aclose()
-        lease.release()
-        raise
-    finally:
-        watch.cancel()
-
-
 async def _events(
-    request: Request, events: AsyncGenerator[JobEvent, None], first: JobEvent, form: TranscriptionForm,
-    choice: AsrChoice, *, streams: bool,
+    request: Request, started: StartedJob, form: TranscriptionForm, choice: AsrChoice, *, streams: bool
 ) -> AsyncIterator[bytes]:
     """SSE: warnings first, a delta per finished sentence or cue as soon as it is decoded, then done.
 
@@ -215,36 +186,29 @@ async def _events(
     segmenter = transcripts.Segmenter(form.segment_granularity)
     sent: list[str] = []
     try:
-        async with aclosing(events):
-            async for event in _chain(first, events):
-                if "started" in event.data and not event.final:
-                    continue
-                if not event.final:
-                    finished = segmenter.feed(event.data.get("segment") or {})
-                else:
-                    result = event.data
-                    finished = segmenter.finish() if streams else _whole(result, form)
-                for segment in finished:
-                    sent.append(segment["delta"])
-                    yield sse({"type": "transcript.text.delta", "delta": segment["delta"],
-                               "segment": transcripts.public(segment)})
-                if event.final:
-                    _observe(request, result)
-                    yield sse({"type": "transcript.text.done", "text": "".join(sent).strip(),
-                               "language": result.get("language", ""), "duration": result.get("duration", 0.0),
-                               "usage": {"type": "duration", "seconds": result.get("duration", 0.0)}})
+        async for event in started.events:
+            if not event.final:
+                finished = segmenter.feed(event.data.get("segment") or {})
+            else:
+                result = event.data
+                finished = segmenter.finish() if streams else _whole(result, form)
+            for segment in finished:
+                sent.append(segment["delta"])
+                yield sse({"type": "transcript.text.delta", "delta": segment["delta"],
+                           "segment": transcripts.public(segment)})
+            if event.final:
+                _observe(request, result)
+                yield sse({"type": "transcript.text.done", "text": "".join(sent).strip(),
+                           "language": result.get("language", ""), "duration": result.get("duration", 0.0),
+                           "usage": {"type": "duration", "seconds": result.get("duration", 0.0)}})
     except AistackError as exc:
         yield sse({"type": "error", "error": exc.to_dict()})
     except Exception:
         log.exception("transcription stream failed")
         error = Unknown("aistack hit an internal error. It has been logged; please report it with the X-Request-ID.")
         yield sse({"type": "error", "error": error.to_dict()})
-
-
-async def _chain(first: JobEvent, rest: AsyncIterator[JobEvent]) -> AsyncIterator[JobEvent]:
-    yield first
-    async for event in rest:
-        yield event
+    finally:
+        await started.aclose()
 
 
 def _whole(result: dict[str, Any], form: TranscriptionForm) -> list[dict[str, Any]]:

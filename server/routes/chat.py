@@ -12,8 +12,8 @@ from __future__ import annotations
 
 import base64
 from array import array
-from collections.abc import AsyncGenerator, AsyncIterator
-from typing import Any, cast
+from collections.abc import AsyncIterator
+from typing import Any
 
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
@@ -22,10 +22,10 @@ from pydantic import BaseModel
 from models.errors import AistackError, Malformed
 from models.manager import parse_keep_alive
 from models.naming import resolve
-from models.runner import JobEvent
+from models.runtime.protocol import ChatJob, CompletionJob, EmbeddingJob, Generation
 from models.store import InstalledModel
 from server.chat_responses import ChatShape, CompletionShape
-from server.jobs import SSE_HEADERS, LeasedStream, acquire, manager_of, obs_of, run_job, sse
+from server.jobs import SSE_HEADERS, LeasedStream, StartedJob, acquire, manager_of, obs_of, run_job, sse, start_stream
 from server.openai_chat import (
     ChatCompletion,
     ChatCompletionChunk,
@@ -58,7 +58,7 @@ async def chat_completions(request: Request, body: ChatCompletionRequest) -> Res
     """Chat (OpenAI chat completions shape): streaming, JSON mode and schemas, tool calls."""
     body.check_tools()
     model = _chat_model(request, body.model)
-    job = {
+    job: ChatJob = {
         "task": "chat",
         "messages": [_message(m) for m in body.messages],
         "tools": [t.function.model_dump(exclude_none=True) for t in body.tools or []],
@@ -74,7 +74,7 @@ async def completions(request: Request, body: CompletionRequest) -> Response:
     """Legacy text completion: continue the prompt as it is, with no chat template."""
     model = _chat_model(request, body.model)
     prompt = body.prompt_text()
-    job = {"task": "completion", "prompt": prompt, **_generation_fields(body, body.max_tokens)}
+    job: CompletionJob = {"task": "completion", "prompt": prompt, **_generation_fields(body, body.max_tokens)}
     return await _generate(request, body, model, job, CompletionShape(model.id, prompt if body.echo else ""))
 
 
@@ -85,11 +85,12 @@ async def embeddings(request: Request, body: EmbeddingRequest) -> JSONResponse:
     keep_alive = parse_keep_alive(body.keep_alive)
     obs_of(request)["extra"].update(inputs=len(body.inputs()), encoding_format=body.encoding_format)
     lease = await acquire(request, model.id, keep_alive=keep_alive)
-    size = int(lease.runner.info.get("embedding_size") or 0)
+    size = int(lease.info.get("embedding_size") or 0)
     if body.dimensions is not None and body.dimensions != size:
         lease.release()
         raise Malformed(f"{model.id} makes {size}-dimensional embeddings; set 'dimensions' to {size} or leave it out.")
-    _, final = await run_job(request, lease, {"task": "embeddings", "inputs": body.inputs()})
+    job: EmbeddingJob = {"task": "embeddings", "inputs": body.inputs()}
+    _, final = await run_job(request, lease, job)
     data = [
         {"object": "embedding", "index": i, "embedding": _vector(bytes(raw), body.encoding_format)}
         for i, raw in enumerate(final["vectors"])
@@ -129,7 +130,7 @@ def _response_format(body: ChatCompletionRequest) -> dict[str, Any]:
     return {"type": fmt.type}
 
 
-def _generation_fields(body: SamplingFields, max_tokens: int | None) -> dict[str, Any]:
+def _generation_fields(body: SamplingFields, max_tokens: int | None) -> Generation:
     return {"sampling": body.sampling(), "max_tokens": max_tokens, "stop": body.stop_list(), "stream": body.stream}
 
 
@@ -142,7 +143,9 @@ def _vector(raw: bytes, encoding: str) -> list[float] | str:
 
 
 # Running -----------------------------------------------------------------------------
-async def _generate(request: Request, body: SamplingFields, model: InstalledModel, job: dict[str, Any], shape: Shape) -> Response:
+async def _generate(
+    request: Request, body: SamplingFields, model: InstalledModel, job: ChatJob | CompletionJob, shape: Shape
+) -> Response:
     keep_alive = parse_keep_alive(body.keep_alive)
     obs_of(request)["extra"]["stream"] = body.stream
     lease = await acquire(request, model.id, keep_alive=keep_alive)
@@ -150,40 +153,32 @@ async def _generate(request: Request, body: SamplingFields, model: InstalledMode
         _, final = await run_job(request, lease, job)
         _record(request, final)
         return JSONResponse(shape.whole(final))
-    events = cast(AsyncGenerator[JobEvent, None], lease.stream(job))
-    try:
-        first = await anext(events)  # the engine accepted the prompt (or refused it: an envelope)
-    except BaseException:
-        await events.aclose()
-        lease.release()
-        raise
+    started = await start_stream(request, lease, job)  # the engine accepted the prompt (or refused it: an envelope)
     include_usage = bool(body.stream_options and body.stream_options.include_usage)
-    chunks = _chunks(request, events, first, shape, include_usage)
+    chunks = _chunks(request, started, shape, include_usage)
     return LeasedStream(chunks, lease, media_type="text/event-stream", headers=SSE_HEADERS)
 
 
-async def _chunks(
-    request: Request, events: AsyncGenerator[JobEvent, None], first: JobEvent, shape: Shape, include_usage: bool
-) -> AsyncIterator[bytes]:
+async def _chunks(request: Request, started: StartedJob, shape: Shape, include_usage: bool) -> AsyncIterator[bytes]:
     """The SSE body: opening chunk, one chunk per token, closing chunks; an engine failure is an error event."""
     try:
         opening = shape.role_chunk()
         if opening:
             yield opening
-        event = first
-        while not event.final:
-            delta = event.data.get("delta")
-            if delta:
-                yield shape.delta_chunk(delta)
-            event = await anext(events)
-        _record(request, event.data)
-        for chunk in shape.end_chunks(event.data, include_usage):
-            yield chunk
+        async for event in started.events:
+            if not event.final:
+                delta = event.data.get("delta")
+                if delta:
+                    yield shape.delta_chunk(delta)
+                continue
+            _record(request, event.data)
+            for chunk in shape.end_chunks(event.data, include_usage):
+                yield chunk
     except AistackError as exc:
         obs_of(request)["extra"]["error"] = exc.kind
         yield sse({"type": "error", "error": exc.to_dict()})
     finally:
-        await events.aclose()
+        await started.aclose()
 
 
 def _record(request: Request, final: dict[str, Any]) -> None:

@@ -1,7 +1,7 @@
 """POST /v1/audio/speech (OpenAI TTS shape) and GET /v1/audio/voices.
 
 The route validates the request, picks the voice (`models.voices`), takes the
-voice's slot and relays what the piper runner sends: the runner synthesises
+voice's slot and relays what the voice's runner sends: the engine synthesises
 sentence by sentence and encodes each sentence itself, so this side only joins
 or forwards bytes. Headers: `X-Sample-Rate` (the rate a client decodes; 48000
 for opus), `X-Audio-Duration` (seconds, whole-file answers only: a stream's
@@ -13,7 +13,7 @@ from __future__ import annotations
 import base64
 import time
 from collections.abc import AsyncGenerator, AsyncIterator
-from typing import Any, Literal, cast
+from typing import Any, Literal
 
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
@@ -21,10 +21,11 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from models.errors import AistackError, Cancelled, Malformed, Overflow
 from models.manager import Lease, parse_keep_alive
-from models.runner import JobEvent
+from models.runtime.protocol import SpeakJob
+from models.runtime.registry import speaking_engines
 from models.settings import Settings
 from models.voices import OPENAI_VOICES, VoiceBook, VoiceChoice
-from server.jobs import SSE_HEADERS, LeasedStream, acquire, manager_of, obs_of, run_job, sse
+from server.jobs import SSE_HEADERS, LeasedStream, acquire, manager_of, obs_of, run_job, sse, start_stream
 from server.schemas import ERROR_RESPONSES
 
 router = APIRouter(tags=["speech"])
@@ -109,7 +110,7 @@ def voice_book(request: Request) -> VoiceBook:
 async def list_voices(request: Request) -> VoiceList:
     """The installed voices, and which one each OpenAI voice name speaks with."""
     book = voice_book(request)
-    if not manager_of(request).engine_available("piper"):
+    if not any(manager_of(request).engine_available(engine) for engine in speaking_engines()):
         return VoiceList(data=[], openai_voice_map={})
     table = book.openai_table()
     try:
@@ -148,7 +149,8 @@ async def create_speech(request: Request, body: SpeechRequest) -> Response:
     if sse_mode:
         obs["extra"]["stream_format"] = "sse"
     keep_alive = parse_keep_alive(body.keep_alive)
-    job = {"text": text, "format": fmt, "stream": stream, "speed": body.speed or 1.0, "speaker_id": choice.speaker_id}
+    job: SpeakJob = {"task": "speak", "text": text, "format": fmt, "stream": stream, "speed": body.speed or 1.0,
+                     "speaker_id": choice.speaker_id}
     lease = await acquire(request, choice.model.id, keep_alive=keep_alive)
     if stream:
         return await _streamed(request, lease, job, choice, sse_mode)
@@ -191,7 +193,7 @@ def _record_result(request: Request, final: dict[str, Any], started: float) -> N
     )
 
 
-async def _whole(request: Request, lease: Lease, job: dict[str, Any], choice: VoiceChoice) -> Response:
+async def _whole(request: Request, lease: Lease, job: SpeakJob, choice: VoiceChoice) -> Response:
     started = time.perf_counter()
     partials, final = await run_job(request, lease, job)
     audio = b"".join(bytes(p.get("audio") or b"") for p in partials) + bytes(final.get("audio") or b"")
@@ -204,36 +206,28 @@ async def _whole(request: Request, lease: Lease, job: dict[str, Any], choice: Vo
     return Response(audio, media_type=CONTENT_TYPES[job["format"]], headers=headers)
 
 
-async def _streamed(request: Request, lease: Lease, job: dict[str, Any], choice: VoiceChoice, sse_mode: bool) -> Response:
-    """Wait for the first sentence (so an early failure still gets its envelope), then stream the rest."""
+async def _streamed(request: Request, lease: Lease, job: SpeakJob, choice: VoiceChoice, sse_mode: bool) -> Response:
+    """Wait until the engine accepts (its first sentence is spoken: an early failure still gets its envelope)."""
     started = time.perf_counter()
-    events = cast(AsyncGenerator[JobEvent, None], lease.stream(job))  # an async generator: closable
-    try:
-        first = await anext(events)
-    except BaseException:
-        await events.aclose()
-        lease.release()
-        raise
-    rate = first.data.get("sample_rate")
+    job_events = await start_stream(request, lease, job)
+    rate = job_events.accepted.get("sample_rate")
     headers = {"X-Voice": _header_text(choice.label), "Cache-Control": "no-cache"}
     if rate:
         headers["X-Sample-Rate"] = str(rate)
 
     async def relay() -> AsyncGenerator[dict[str, Any], None]:
         """Every event's data, with `final` set on the last. (LeasedStream logs a client gone mid-way as 499.)"""
-        event = first
         try:
-            while True:
+            async for event in job_events.events:
                 yield {**event.data, "final": event.final}
                 if event.final:
                     _record_result(request, event.data, started)
                     return
-                event = await anext(events)
         except AistackError as exc:
             obs_of(request)["status_override"] = exc.status
             raise
         finally:
-            await events.aclose()
+            await job_events.aclose()
 
     if sse_mode:
         return LeasedStream(_sse_events(request, relay(), len(job["text"])), lease, media_type="text/event-stream",

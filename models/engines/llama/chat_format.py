@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -94,7 +95,7 @@ class ChatTemplate:
         return str(self._formatter(messages=messages).prompt)
 
 
-def plan_chat(template: ChatTemplate, job: dict[str, Any]) -> ChatPlan:
+def plan_chat(template: ChatTemplate, job: Mapping[str, Any]) -> ChatPlan:
     """Turn a chat job into a prompt plus the grammar that shapes the answer."""
     tools: list[dict[str, Any]] = job.get("tools") or []
     choice = job.get("tool_choice") or ("auto" if tools else "none")

@@ -4,7 +4,7 @@ Runs inside the model's runner process. Text is cleaned, split into sentences
 (and over-long sentences into pieces), and each piece is phonemised and
 synthesised on its own, so long text streams its first audio early and a
 cancel is seen between sentences. Each sentence's audio is encoded right here
-(`models.audio_output`), so the server only relays bytes.
+(`models.engines.piper.audio_output`), so the server only relays bytes.
 
 Piper stays on the CPU (see ARCHITECTURE.md, GPU): the ONNX Runtime GPU package
 cannot sit beside the CPU one, and piper is many times faster than real time
@@ -20,8 +20,9 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from models.engines.base import Job, JobContext
+from models.engines.base import JobContext
 from models.errors import Malformed
+from models.runtime.protocol import SpeakJob
 
 PROVIDER = "piper"
 MAX_PIECE_CHARS = 400  # longest text handed to espeak at once: bounds latency and memory
@@ -97,7 +98,7 @@ class PiperEngine:
     def __init__(self, spec: dict[str, Any]):
         from piper import PiperVoice
 
-        from models.voices import piper_files
+        from models.engines.piper.voice_files import piper_files
 
         onnx_path, config_path = piper_files(Path(spec["path"]), list(spec.get("files") or []))
         self.voice = PiperVoice.load(onnx_path, config_path=config_path, use_cuda=False)
@@ -123,9 +124,9 @@ class PiperEngine:
         pass
 
     # Jobs ------------------------------------------------------------------------------
-    def run(self, job: Job, ctx: JobContext) -> dict[str, Any]:
-        """Job: text, format, stream, speed, speaker_id. Emits `{"audio": bytes, ...}` per sentence when streaming."""
-        from models.audio_output import open_encoder
+    def run(self, job: SpeakJob, ctx: JobContext) -> dict[str, Any]:
+        """Accepted once the first sentence is spoken; streaming emits `{"audio": bytes, ...}` per sentence."""
+        from models.engines.piper.audio_output import open_encoder
 
         text = clean_text(str(job.get("text") or ""))
         fmt = str(job.get("format") or "wav")
@@ -139,6 +140,7 @@ class PiperEngine:
             samples += len(pcm)
             sentences += 1
             chunk = encoder.add(pcm)
+            ctx.accept(sample_rate=encoder.sample_rate)
             if streaming and chunk:
                 first_audio_sec = first_audio_sec or time.perf_counter() - started
                 ctx.emit({"audio": chunk, "sample_rate": encoder.sample_rate, "samples": len(pcm)})
@@ -167,7 +169,7 @@ class PiperEngine:
             "first_audio_sec": first_audio_sec,
         }
 
-    def _synthesis_config(self, job: Job) -> Any:
+    def _synthesis_config(self, job: SpeakJob) -> Any:
         from piper import SynthesisConfig
 
         speed = float(job.get("speed") or 1.0)

@@ -12,8 +12,8 @@ Jobs (plain data from server.routes.chat):
 - `{"task": "completion", "prompt", ...}`
 - `{"task": "embeddings", "inputs": [str | [token ids]]}`
 Chat and completion share `sampling`, `max_tokens`, `stop` and `stream`. A
-streamed job emits `{"start": true, "prompt_tokens": n}` once the prompt is
-accepted, then `{"delta": text}` per token (tokens that come faster than
+job is accepted once the prompt fits (`prompt_tokens`); a streamed job then
+emits `{"delta": text}` per token (tokens that come faster than
 `llm_stream_interval_ms` share one delta).
 """
 
@@ -25,11 +25,12 @@ import time
 from pathlib import Path
 from typing import Any
 
-from models.chat_format import CHATML_TEMPLATE, TOOL_OPEN, ChatTemplate, Grammar, parse_tool_calls, plan_chat
 from models.engines.base import JobContext
-from models.engines.llama_decode import Decoder, Outcome, Sampling
-from models.engines.text_stream import TextStream
+from models.engines.llama.chat_format import CHATML_TEMPLATE, TOOL_OPEN, ChatTemplate, Grammar, parse_tool_calls, plan_chat
+from models.engines.llama.decode import Decoder, Outcome, Sampling
+from models.engines.llama.text_stream import TextStream
 from models.errors import EngineUnavailable, Malformed, Overflow
+from models.runtime.protocol import ChatJob, CompletionJob, EmbeddingJob
 
 log = logging.getLogger("aistack.llama")
 PROVIDER = "llama.cpp"
@@ -100,17 +101,16 @@ class LlamaEngine:
         self.llm.close()
 
     # Jobs ------------------------------------------------------------------------------
-    def run(self, job: dict[str, Any], ctx: JobContext) -> dict[str, Any]:
-        task = job.get("task")
-        if task == "chat":
+    def run(self, job: ChatJob | CompletionJob | EmbeddingJob, ctx: JobContext) -> dict[str, Any]:
+        if job["task"] == "chat":
             return self._chat(job, ctx)
-        if task == "completion":
+        if job["task"] == "completion":
             return self._completion(job, ctx)
-        if task == "embeddings":
+        if job["task"] == "embeddings":
             return self._embeddings(job, ctx)
-        raise Malformed(f"The llama.cpp engine cannot run a '{task}' job.", provider=PROVIDER)
+        raise Malformed(f"The llama.cpp engine cannot run a '{job.get('task')}' job.", provider=PROVIDER)
 
-    def _chat(self, job: dict[str, Any], ctx: JobContext) -> dict[str, Any]:
+    def _chat(self, job: ChatJob, ctx: JobContext) -> dict[str, Any]:
         plan = plan_chat(self.template, job)
         # Templates write their own BOS (`{{ bos_token }}`) where the model wants one.
         tokens = self.llm.tokenize(plan.prompt.encode("utf-8"), add_bos=False, special=True)
@@ -129,15 +129,15 @@ class LlamaEngine:
             return {**result, "content": outcome.text, "tool_calls": [], "unsent": outcome.text[cut:]}
         return {**result, "content": outcome.text, "tool_calls": []}
 
-    def _completion(self, job: dict[str, Any], ctx: JobContext) -> dict[str, Any]:
+    def _completion(self, job: CompletionJob, ctx: JobContext) -> dict[str, Any]:
         tokens = self.llm.tokenize(str(job.get("prompt", "")).encode("utf-8"), add_bos=True, special=True)
         if not tokens:
             raise Malformed("'prompt' is empty. Send the text to continue.", provider=PROVIDER)
         outcome = self._generate(tokens, job, ctx, grammar=None, capture=None, quiet=False)
         return {**_usage(outcome), "text": outcome.text}
 
-    def _embeddings(self, job: dict[str, Any], ctx: JobContext) -> dict[str, Any]:
-        from models.engines.llama_embed import embed
+    def _embeddings(self, job: EmbeddingJob, ctx: JobContext) -> dict[str, Any]:
+        from models.engines.llama.embed import embed
 
         vectors, tokens = embed(self.llm, list(job.get("inputs") or []), ctx)
         return {"vectors": vectors, "prompt_tokens": tokens, "dimensions": self.llm.n_embd()}
@@ -145,7 +145,7 @@ class LlamaEngine:
     def _generate(
         self,
         tokens: list[int],
-        job: dict[str, Any],
+        job: ChatJob | CompletionJob,
         ctx: JobContext,
         *,
         grammar: Grammar | None,
@@ -156,8 +156,7 @@ class LlamaEngine:
         self.decoder.check_bias(sampling.logit_bias)
         max_tokens = self._budget(len(tokens), job.get("max_tokens"))
         streaming = bool(job.get("stream"))
-        if streaming:
-            ctx.emit({"start": True, "prompt_tokens": len(tokens)})
+        ctx.accept(prompt_tokens=len(tokens))
         sender = _DeltaSender(ctx, self.stream_interval)
         outcome = self.decoder.generate(
             tokens,

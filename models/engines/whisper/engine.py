@@ -2,7 +2,7 @@
 
 Built as `WhisperEngine(spec)` by the runner. It reads the upload from the temp
 file the server wrote (the job carries the path, never the bytes), decodes it
-with `models.audio_input`, and runs Whisper with word timestamps always on,
+with `models.engines.whisper.audio_input`, and runs Whisper with word timestamps always on,
 because sentence and subtitle segments are cut from word times.
 
 Choices that matter for speed and for the bench (`bench/asr.py` imports
@@ -14,8 +14,8 @@ Choices that matter for speed and for the bench (`bench/asr.py` imports
   Whisper invent text) and, when nobody waits for a stream, the batched pipeline.
 - Short audio is decoded whole, but only if VAD hears speech: pure silence answers empty
   instead of Whisper's favourite hallucination, "You".
-- `job["stream"]` emits `{"started": ...}` once the audio is read (so bad audio is still a plain
-  HTTP error), then each decoded segment at once; cancellation is checked between segments.
+- The job is accepted once the audio is read (so bad audio is still a plain HTTP error); a
+  streamed job then emits each decoded segment at once; cancellation is checked between segments.
 """
 
 from __future__ import annotations
@@ -24,9 +24,10 @@ import logging
 import time
 from typing import Any
 
-from models.audio_input import SAMPLE_RATE, load_audio
-from models.engines.base import Job, JobContext
+from models.engines.base import JobContext
+from models.engines.whisper.audio_input import SAMPLE_RATE, load_audio
 from models.errors import Malformed
+from models.runtime.protocol import TranscribeJob
 
 log = logging.getLogger("aistack.whisper")
 PROVIDER = "faster-whisper"
@@ -133,7 +134,7 @@ class WhisperEngine:
         self.model = None
 
     # Jobs ----------------------------------------------------------------------------
-    def run(self, job: Job, ctx: JobContext) -> dict[str, Any]:
+    def run(self, job: TranscribeJob, ctx: JobContext) -> dict[str, Any]:
         started = time.perf_counter()
         task = "translate" if job.get("translate") else "transcribe"
         language = job.get("language") or None
@@ -152,8 +153,7 @@ class WhisperEngine:
         if not long_audio and not _has_speech(audio.samples):
             segments: list[dict[str, Any]] = []
             result.update(language=language or "en", language_probability=0.0)
-            if stream:
-                ctx.emit({"started": {"duration": result["duration"], "language": result["language"]}})
+            ctx.accept(duration=result["duration"], language=result["language"])
         else:
             options = transcribe_options(
                 language=language, task=task, prompt=job.get("prompt"), temperature=job.get("temperature"),
@@ -196,8 +196,8 @@ class WhisperEngine:
             generator, info = self.model.transcribe(samples, **options)
         result["language"] = info.language
         result["language_probability"] = round(float(info.language_probability or 0.0), 3)
-        if stream:  # the audio is readable and the language known: the server may start its answer
-            ctx.emit({"started": {"duration": result["duration"], "language": result["language"]}})
+        # The audio is readable and the language known: the server may start its answer.
+        ctx.accept(duration=result["duration"], language=result["language"])
         segments: list[dict[str, Any]] = []
         for segment in generator:
             ctx.check()
