@@ -41,8 +41,14 @@ function showStatus(s) {
 
 async function refreshModels() {
   try {
-    const data = await get(session.catalog ? "/admin/api/catalog" : "/admin/api/models");
-    const rows = (data.data || data.models || []).map((row) => ({ ...(statusModels[row.id] || {}), ...row }));
+    // State and actions come from the models list; size need, fit and languages from the catalog.
+    const [listed, catalog] = await Promise.all([get("/admin/api/models"),
+      session.catalog ? get("/admin/api/catalog") : Promise.resolve({ data: [] })]);
+    const described = Object.fromEntries((catalog.data || []).map((row) => [row.id, row]));
+    const rows = (listed.data || []).map((row) => {
+      const { installed, state, ...about } = described[row.id] || {};
+      return { ...about, ...(statusModels[row.id] || {}), ...row };
+    });
     models.render(rows);
   } catch (err) {
     report(`Models: ${err.message}`);

@@ -49,7 +49,8 @@ function numbers(m) {
 }
 
 export function metricCards(snapshot) {
-  const names = Object.keys(snapshot.categories).filter((name) => snapshot.categories[name].total > 0);
+  // The five request kinds users care about; the dashboard's own page loads are left out.
+  const names = ["asr", "tts", "llm", "models", "admin"].filter((name) => (snapshot.categories[name] || {}).total > 0);
   if (names.length === 0) return [h("p", { className: "muted" }, snapshot.enabled ? "No requests yet." : "Metrics are off.")];
   return names.map((name) => {
     const m = snapshot.categories[name];

@@ -6,11 +6,12 @@ import { bar, bytes, duration, h, replace } from "./dom.js";
 const CAPABILITIES = [["asr", "Speech to text"], ["tts", "Text to speech"], ["llm", "Chat"]];
 const IN_FLIGHT = ["queued", "downloading", "verifying"];
 
-function fitText(fit) {
-  if (fit === null || fit === undefined) return "–";
-  if (typeof fit === "string") return fit;
-  if (typeof fit === "boolean") return fit ? "fits" : "does not fit";
-  return fit.summary || fit.label || fit.where || fit.device || (fit.fits === false ? "does not fit" : "fits");
+function fitCell(row) {
+  if (row.fit === null || row.fit === undefined) return "–";
+  const verdict = typeof row.fit === "string" ? row.fit : row.fit ? "fits" : "does not fit";
+  return h("span", { className: `fit ${verdict.replace(/[^a-z-]/g, "-")}`, title: row.fit_reason || "" },
+    verdict, row.recommended ? h("span", { className: "badge" }, "recommended") : null,
+    row.fit_reason ? h("div", { className: "muted small" }, row.fit_reason) : null);
 }
 
 function languagesText(languages) {
@@ -82,9 +83,10 @@ export class ModelsView {
   line(row) {
     const state = row.state || (row.installed ? "installed" : "available");
     return h("tr", { id: `model-${row.id}`, "data-state": state },
-      h("td", {}, h("div", { className: "mono" }, row.id), row.description ? h("div", { className: "muted" }, row.description) : null),
+      h("td", {}, h("div", { className: "mono" }, row.id),
+        row.quality || row.description ? h("div", { className: "muted" }, row.quality || row.description) : null),
       h("td", { className: "num" }, bytes(row.size_bytes)),
-      h("td", {}, fitText(row.fit)),
+      h("td", {}, fitCell(row)),
       h("td", {}, languagesText(row.languages)),
       h("td", {}, h("span", { className: `state ${state}` }, state), progress(row.download),
         row.error ? h("div", { className: "error-text" }, row.error) : null),
@@ -99,7 +101,7 @@ export class ModelsView {
       if (members.length === 0) return null;
       members.sort((a, b) => Number(b.installed) - Number(a.installed) || (a.size_bytes || 0) - (b.size_bytes || 0));
       return h("div", { className: "group" }, h("h3", {}, title),
-        h("table", {}, h("thead", {}, h("tr", {}, ["Model", "Size", "Fit", "Languages", "State", "Runs on", ""].map((t) => h("th", {}, t)))),
+        h("table", { className: "models" }, h("thead", {}, h("tr", {}, ["Model", "Size", "Fit", "Languages", "State", "Runs on", ""].map((t) => h("th", {}, t)))),
           h("tbody", {}, members.map((r) => this.line(r)))));
     });
     replace(this.root, groups);

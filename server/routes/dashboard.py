@@ -67,7 +67,7 @@ async def login(request: Request, token: str = Query("", max_length=200)) -> Red
 @router.get("/dashboard/session")
 async def session(request: Request) -> dict[str, Any]:
     """What the page may do: admin actions (the cookie is valid), and which optional admin routes exist."""
-    paths = {getattr(route, "path", "") for route in request.app.routes}
+    paths = request.app.openapi().get("paths", {})  # built once, then cached by FastAPI
     return {
         "admin": is_admin_token(request.cookies.get(COOKIE_NAME, ""), request.app.state.admin_token),
         "catalog": "/admin/api/catalog" in paths,
