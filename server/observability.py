@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import collections
 import datetime as dt
+import functools
 import json
 import logging
 from pathlib import Path
@@ -23,6 +24,7 @@ from server.capture import PayloadCapture
 from server.metrics import Metrics
 
 log = logging.getLogger("aistack.server")
+_encode = json.JSONEncoder(default=str).encode  # one encoder for every line: building one per call costs more
 
 _CATEGORIES = (
     ("/v1/audio/transcriptions", "asr"),
@@ -42,6 +44,7 @@ _CATEGORIES = (
 )
 
 
+@functools.lru_cache(maxsize=4096)  # runs on every request; a service sees few distinct paths
 def category_of(path: str) -> str:
     return next((name for prefix, name in _CATEGORIES if path.startswith(prefix)), "other")
 
@@ -91,12 +94,13 @@ class AccessLog:
     def _write(self, batch: list[dict[str, Any]]) -> None:
         try:
             self.folder.mkdir(parents=True, exist_ok=True)
-            by_file: dict[Path, list[str]] = {}
+            by_day: dict[int, list[str]] = {}  # a batch nearly always falls in one UTC day
             for entry in batch:
                 ts = float(entry.get("ts", 0))
-                line = {**entry, "ts": dt.datetime.fromtimestamp(ts, dt.UTC).isoformat(timespec="milliseconds")}
-                by_file.setdefault(self.path_for(ts), []).append(json.dumps(line, default=str))
-            for path, lines in by_file.items():
+                entry["ts"] = dt.datetime.fromtimestamp(ts, dt.UTC).isoformat(timespec="milliseconds")
+                by_day.setdefault(int(ts // 86400), []).append(_encode(entry))
+            for day, lines in by_day.items():
+                path = self.path_for(day * 86400.0)
                 with path.open("a", encoding="utf-8") as fh:
                     fh.write("\n".join(lines) + "\n")
         except OSError as exc:
