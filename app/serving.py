@@ -59,13 +59,22 @@ def make_server(settings: Settings) -> Any:
     import uvicorn
 
     from server.app import create_app
+    from server.guard import security_warnings
+    from server.http_protocol import protocol_for
 
+    app = create_app(settings)
+    warnings = security_warnings(settings)
+    for warning in warnings:
+        log.warning("SECURITY WARNING: %s", warning)
+    app.state.warnings = [*getattr(app.state, "warnings", []), *warnings]
     config = uvicorn.Config(
-        create_app(settings),
+        app,
         log_config=None,  # a windowed frozen build has no stdout; our logging setup decides
         access_log=False,  # the app writes its own JSON access log
         timeout_graceful_shutdown=5,
         ws="none",
+        http=protocol_for(settings),  # h11 with header/idle timeouts, a connection bound and enveloped protocol errors
+        timeout_keep_alive=settings.http_idle_timeout_sec,  # type: ignore[arg-type]  # uvicorn takes a float too
     )
     return uvicorn.Server(config)
 

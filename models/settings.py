@@ -55,6 +55,23 @@ class Settings(BaseSettings):
     allowed_origins: Annotated[list[str], NoDecode] = Field(
         default_factory=list, description="Extra Origins (e.g. https://app.example) allowed to call the server from a browser."
     )
+    allowed_hosts: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="Bound to the network: extra Host names (e.g. aistack.lan) clients may use, besides this machine's "
+        "own names and addresses.",
+    )
+    api_key: str | None = Field(
+        None, description="If set, every /v1, admin and metrics request needs 'Authorization: Bearer <key>'."
+    )
+    http_header_timeout_sec: float = Field(
+        10, gt=0, description="A request line and headers must arrive within this many seconds of their first byte."
+    )
+    http_idle_timeout_sec: float = Field(
+        5, gt=0, description="A connection with no request in progress is closed after this many idle seconds."
+    )
+    http_max_connections: int = Field(
+        256, ge=1, description="Open connections beyond this get a 503 busy answer and are closed."
+    )
     max_body_mb: float = Field(32, gt=0, description="Largest JSON request body.")
     max_upload_mb: float = Field(2048, gt=0, description="Largest uploaded audio or video file.")
     max_audio_sec: float = Field(4 * 3600, gt=0, description="Longest audio a transcription accepts.")
@@ -87,7 +104,7 @@ class Settings(BaseSettings):
     )
     obs_metrics_window_min: float = Field(60, gt=0, le=24 * 60, description="Minutes of requests the metrics cover.")
 
-    @field_validator("allowed_origins", mode="before")
+    @field_validator("allowed_origins", "allowed_hosts", mode="before")
     @classmethod
     def _split_origins(cls, value: Any) -> Any:
         if isinstance(value, str):

@@ -1,7 +1,9 @@
 """The admin token: a random secret in the data dir, readable only by the user.
 
-State-changing admin routes require it as `Authorization: Bearer <token>`; the
-tray passes it to the dashboard it opens. Anyone who can read the file is the
+State-changing admin routes require it as `X-Aistack-Admin-Token: <token>` or
+`Authorization: Bearer <token>` (with `AISTACK_API_KEY` set, Authorization carries
+the API key, so the token goes in X-Aistack-Admin-Token); the tray passes it to
+the dashboard it opens. Anyone who can read the file is the
 user already.
 """
 
@@ -44,10 +46,11 @@ def require_admin(request: Request) -> None:
     """FastAPI dependency for admin routes that change state."""
     expected: str = request.app.state.admin_token
     header = request.headers.get("authorization", "")
-    given = header[7:].strip() if header.lower().startswith("bearer ") else request.headers.get("x-aistack-admin-token", "")
-    given = given or request.cookies.get(COOKIE_NAME, "")
-    if not is_admin_token(given, expected):
+    bearer = header[7:].strip() if header.lower().startswith("bearer ") else ""
+    # With AISTACK_API_KEY set, Authorization carries the key and the token travels in X-Aistack-Admin-Token.
+    given = (bearer, request.headers.get("x-aistack-admin-token", "").strip(), request.cookies.get(COOKIE_NAME, ""))
+    if not any(is_admin_token(value, expected) for value in given):
         raise Forbidden(
-            "This admin action needs the admin token (Authorization: Bearer <token>). "
-            "It is in the file 'admin-token' in the aistack data folder."
+            "This admin action needs the admin token (X-Aistack-Admin-Token: <token>, or Authorization: Bearer <token> "
+            "when no API key is set). It is in the file 'admin-token' in the aistack data folder."
         )

@@ -2,21 +2,35 @@
 
 from __future__ import annotations
 
+import json
 import logging
+import re
 from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from models.errors import AistackError, Malformed, MethodNotAllowed, NotFound, Unknown
 
 log = logging.getLogger("aistack.server")
+_SURROGATE = re.compile("[\ud800-\udfff]")
 
 
-def envelope(error: AistackError) -> JSONResponse:
-    return JSONResponse({"error": error.to_dict()}, status_code=error.status, headers=error.headers)
+def readable(text: str) -> str:
+    """`text` with lone UTF-16 surrogates (from JSON escapes like \\ud800) as U+FFFD, so it can be sent as UTF-8."""
+    return _SURROGATE.sub("\ufffd", text)
+
+
+def envelope_bytes(error: AistackError) -> bytes:
+    """The envelope's JSON body, encodable whatever the message repeats from the request."""
+    body = {"error": {key: readable(str(value)) for key, value in error.to_dict().items()}}
+    return json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+
+
+def envelope(error: AistackError) -> Response:
+    return Response(envelope_bytes(error), status_code=error.status, headers=error.headers, media_type="application/json")
 
 
 def unexpected(exc: BaseException) -> AistackError:
@@ -44,15 +58,15 @@ def describe_validation(errors: list[Any]) -> str:
 
 def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(AistackError)
-    async def _aistack(request: Request, exc: AistackError) -> JSONResponse:
+    async def _aistack(request: Request, exc: AistackError) -> Response:
         return envelope(exc)
 
     @app.exception_handler(RequestValidationError)
-    async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:
+    async def _validation(request: Request, exc: RequestValidationError) -> Response:
         return envelope(Malformed(describe_validation(list(exc.errors()))))
 
     @app.exception_handler(StarletteHTTPException)
-    async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+    async def _http(request: Request, exc: StarletteHTTPException) -> Response:
         path = request.url.path[:200]
         if isinstance(exc.__cause__, AistackError):  # e.g. the body limit tripped while FastAPI parsed the body
             return envelope(exc.__cause__)

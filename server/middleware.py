@@ -6,27 +6,26 @@ through untouched and a client disconnect reaches the route.
 
 from __future__ import annotations
 
-import ipaddress
-import json
 import logging
 import re
 import secrets
 import time
 from typing import Any
-from urllib.parse import urlsplit
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from models.errors import AistackError, Forbidden, Malformed, Overflow
+from models.errors import AistackError, Malformed, Overflow
 from models.settings import Settings
+from server.admin_token import ensure_admin_token
 from server.capture import Capture
-from server.errors import unexpected
+from server.errors import envelope_bytes, unexpected
+from server.guard import Guard, is_loopback_host
+from server.json_body import clean_json_receive, is_json_request
 from server.metrics import Sample, status_class
 from server.observability import Observability, category_of
 
 log = logging.getLogger("aistack.server")
 _REQUEST_ID_RE = re.compile(r"^[A-Za-z0-9\-_:.]{1,128}$")
-_LOOPBACK_NAMES = {"localhost", "localhost.", "ip6-localhost"}
 UPLOAD_PATHS = ("/v1/audio/transcriptions", "/v1/audio/translations")
 
 
@@ -36,18 +35,7 @@ def request_id_from(headers: dict[str, str]) -> str:
     return given if _REQUEST_ID_RE.match(given) else secrets.token_hex(8)
 
 
-def is_loopback_host(host: str) -> bool:
-    name = host.strip().lower()
-    if name.startswith("["):
-        name = name[1 : name.find("]")] if "]" in name else name[1:]
-    elif name.count(":") == 1:
-        name = name.split(":", 1)[0]
-    if name in _LOOPBACK_NAMES or name.endswith(".localhost"):
-        return True
-    try:
-        return ipaddress.ip_address(name).is_loopback
-    except ValueError:
-        return False
+__all__ = ["EdgeMiddleware", "is_loopback_host", "request_id_from"]
 
 
 class EdgeMiddleware:
@@ -55,8 +43,7 @@ class EdgeMiddleware:
         self.app = app
         self.settings = settings
         self.obs = observability
-        self.open_host = not is_loopback_host(settings.host)  # bound to the LAN on purpose
-        self.allowed_origins = {o.rstrip("/").lower() for o in settings.allowed_origins}
+        self.guard = Guard(settings, ensure_admin_token(settings.data_dir))
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -78,6 +65,7 @@ class EdgeMiddleware:
                 status_holder["started"] = True
                 raw = [(k, v) for k, v in message.get("headers", []) if k.lower() != b"x-request-id"]
                 raw.append((b"x-request-id", request_id.encode()))
+                raw += self.guard.cors_headers(headers)
                 status_holder["busy"] = any(k.lower() == b"retry-after" for k, _ in raw)  # how clients tell busy
                 message = {**message, "headers": raw}
             if capture is not None:
@@ -85,11 +73,11 @@ class EdgeMiddleware:
             await send(message)
 
         try:
-            self._guard(scope, headers)
+            handler = self._guard(scope, headers)
             receive = self._limit_body(scope, headers, receive)
             if capture is not None:
                 receive = capture.wrap_receive(receive)
-            await self.app(scope, receive, send_wrapper)
+            await handler(scope, receive, send_wrapper)
         except AistackError as exc:
             await self._send_error(exc, send_wrapper, status_holder)
         except Exception as exc:
@@ -98,26 +86,18 @@ class EdgeMiddleware:
         finally:
             self._record(scope, request_id, obs, started, status_holder, capture)
 
-    def _guard(self, scope: Scope, headers: dict[str, str]) -> None:
-        host = headers.get("host", "")
-        if not self.open_host and host and not is_loopback_host(host):
-            raise Forbidden(
-                f"Host '{host[:100]}' is not allowed: aistack answers only to localhost. "
-                "Use http://127.0.0.1 or set AISTACK_HOST to serve the network."
-            )
-        origin = headers.get("origin")
-        if origin is not None and not self._origin_allowed(origin):
-            raise Forbidden(
-                f"Origin '{origin[:100]}' may not call aistack from a browser. "
-                "Add it to AISTACK_ALLOWED_ORIGINS if you trust it."
-            )
+    def _guard(self, scope: Scope, headers: dict[str, str]) -> ASGIApp:
+        """Raise if the request may not pass (server.guard); the app that answers it if it may."""
+        self.guard.check(scope, headers)
+        preflight = self.guard.preflight(scope, headers)
+        if preflight is None:
+            return self.app
 
-    def _origin_allowed(self, origin: str) -> bool:
-        value = origin.strip().rstrip("/").lower()
-        if value in self.allowed_origins or "*" in self.allowed_origins:
-            return True
-        parts = urlsplit(value)
-        return parts.scheme in ("http", "https") and bool(parts.hostname) and is_loopback_host(parts.netloc)
+        async def answer_preflight(scope: Scope, receive: Receive, send: Send) -> None:
+            await send({"type": "http.response.start", "status": 204, "headers": preflight})
+            await send({"type": "http.response.body", "body": b""})
+
+        return answer_preflight
 
     def _limit_body(self, scope: Scope, headers: dict[str, str], receive: Receive) -> Receive:
         is_upload = scope.get("path", "") in UPLOAD_PATHS
@@ -142,12 +122,12 @@ class EdgeMiddleware:
                     raise Overflow(f"The {what} is larger than the {limit_mb:g} MB limit ({setting}).")
             return message
 
-        return limited
+        return clean_json_receive(limited) if not is_upload and is_json_request(headers) else limited
 
     async def _send_error(self, exc: AistackError, send: Send, status_holder: dict[str, Any]) -> None:
         if status_holder["started"]:
             return  # mid-stream: the route's own error event is all the client can get now
-        body = json.dumps({"error": exc.to_dict()}).encode()
+        body = envelope_bytes(exc)
         headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
         headers += [(k.lower().encode(), v.encode()) for k, v in exc.headers.items()]
         await send({"type": "http.response.start", "status": exc.status, "headers": headers})

@@ -15,6 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from pydantic_core import PydanticCustomError
 
 from models.errors import Malformed
+from server.json_shape import BoundedJson, BoundedObject, check_json_shape
 
 Role = Literal["system", "developer", "user", "assistant", "tool"]
 _NAME_PATTERN = r"^[A-Za-z0-9_-]{1,64}$"
@@ -121,6 +122,7 @@ class ChatMessage(BaseModel):
             return value
         if not isinstance(value, list):
             raise _fail("must be a string or a list of text parts")
+        check_json_shape(value)
         for part in value:
             kind = part.get("type") if isinstance(part, dict) else None
             if kind != "text" or not isinstance(part.get("text"), str):
@@ -143,7 +145,7 @@ class ChatMessage(BaseModel):
 class FunctionDefinition(BaseModel):
     name: str = Field(pattern=_NAME_PATTERN, description="Letters, digits, '_' and '-', at most 64.")
     description: str | None = None
-    parameters: dict[str, Any] | None = Field(None, description="JSON schema of the arguments object.")
+    parameters: BoundedObject | None = Field(None, description="JSON schema of the arguments object.")
     strict: bool | None = None
 
 
@@ -163,7 +165,7 @@ class JsonObjectFormat(BaseModel):
 class JsonSchemaSpec(BaseModel):
     name: str = Field("response", pattern=_NAME_PATTERN)
     description: str | None = None
-    schema_: dict[str, Any] | None = Field(None, alias="schema")
+    schema_: BoundedObject | None = Field(None, alias="schema")
     strict: bool | None = None
 
 
@@ -180,8 +182,8 @@ class ChatCompletionRequest(SamplingFields):
     max_tokens: int | None = Field(None, ge=1, description="Longest answer in tokens; clipped to the context left.")
     max_completion_tokens: int | None = Field(None, ge=1, description="Newer name for max_tokens; wins if both.")
     response_format: ResponseFormat | None = None
-    tools: list[Tool] | None = None
-    tool_choice: Any = Field(None, description="'none', 'auto', 'required' or {'type': 'function', 'function': {'name'}}.")
+    tools: list[Tool] | None = Field(None, max_length=128, description="At most 128 (as OpenAI).")
+    tool_choice: BoundedJson = Field(None, description="'none', 'auto', 'required' or {'type': 'function', 'function': {'name'}}.")
     parallel_tool_calls: bool | None = Field(None, description="Accepted; one call per answer is made.")
     logprobs: bool | None = Field(None, description="Not supported (false only).")
     top_logprobs: int | None = Field(None, description="Not supported.")

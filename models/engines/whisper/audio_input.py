@@ -9,6 +9,15 @@ while even at hundreds of times real time.
 
 Samples go through the same conversion faster-whisper's own `decode_audio`
 uses (s16 mono at 16 kHz, then / 32768), so results match the raw library.
+
+An upload is hostile until proven otherwise. FFmpeg picks its demuxer from the
+content, and some demuxers follow references (`concat` and `hls` playlists
+name other files, `sdp` opens network streams, image sequences read a pattern
+of names): a small text file could make the server transcribe another file on
+disk. So the demuxer must be one of `MEDIA_DEMUXERS`, real audio and video
+containers that read only the bytes given (FFmpeg enforces the list before the
+demuxer reads its header), and the only protocol any demuxer may open is the
+local file FFmpeg was handed (`protocol_whitelist`).
 """
 
 from __future__ import annotations
@@ -24,6 +33,16 @@ from models.errors import Malformed, Overflow
 SAMPLE_RATE = 16000
 PROVIDER = "faster-whisper"
 _CHECK_EVERY_PACKETS = 200
+
+# Containers of real audio or video, plus single-picture readers (so a photo gets "no audio track").
+# `mov` follows external data references only with `enable_drefs`, which is off by default.
+MEDIA_DEMUXERS = (
+    "wav,w64,mp3,aac,ac3,eac3,dts,truehd,mlp,loas,flac,ogg,mov,matroska,aiff,amr,amrnb,amrwb,avi,asf,xwma,flv,"
+    "mpegts,mpeg,caf,wv,ape,au,tta,mpc,mpc8,voc,gsm,dsf,"
+    "png_pipe,jpeg_pipe,webp_pipe,bmp_pipe,gif,tiff_pipe"
+)
+_OPEN_OPTIONS = {"format_whitelist": MEDIA_DEMUXERS, "protocol_whitelist": "file"}
+_ALLOWED = frozenset(MEDIA_DEMUXERS.split(","))
 
 # First bytes of common media files: lets "damaged" and "not media at all" say different things.
 _SIGNATURES: tuple[tuple[int, bytes, str], ...] = (
@@ -57,10 +76,12 @@ def load_audio(path: str | Path, *, max_seconds: float, should_stop: Callable[[]
         raise Malformed("The uploaded file is empty (0 bytes). Send an audio or video file.", provider=PROVIDER)
     head = _read_head(path)
     try:
-        container = av.open(str(path), metadata_errors="ignore")
+        container = av.open(str(path), metadata_errors="ignore", options=dict(_OPEN_OPTIONS))
     except (av.error.FFmpegError, OSError, EOFError, UnicodeDecodeError):
         raise _unreadable(head) from None
     with container:
+        if not _ALLOWED.intersection(str(container.format.name).split(",")):  # FFmpeg checked; this says so here too
+            raise _unreadable(head)
         stream = next((s for s in container.streams if s.type == "audio"), None)
         if stream is None:
             raise _no_audio(container, head)
@@ -164,17 +185,15 @@ def _unreadable(head: bytes) -> Malformed:
             provider=PROVIDER,
         )
     return Malformed(
-        "The file is not audio or video that FFmpeg can read. Send a common format such as "
-        "wav, mp3, m4a, mp4, ogg, opus, flac, webm or mkv.",
+        "The file is not audio or video that aistack reads. Send a common format such as "
+        "wav, mp3, m4a, mp4, ogg, opus, flac, webm or mkv (playlists and other files that point at files are refused).",
         provider=PROVIDER,
     )
 
 
 def _no_audio(container: Any, head: bytes) -> Malformed:
     fmt = str(container.format.name)
-    if fmt == "tty":  # FFmpeg reads any text file as ANSI art, a "video"
-        return _unreadable(head)
-    if fmt == "image2" or fmt.endswith("_pipe"):
+    if fmt == "gif" or fmt.endswith("_pipe"):
         what = "a still picture"
     else:
         what = "only " + (" and ".join(sorted({str(s.type) for s in container.streams})) or "nothing")
