@@ -183,20 +183,25 @@ class Manager:
         return [m for m in self.store.installed() if self.engine_available(m.engine)]
 
     def status(self, model_id: str) -> dict[str, Any]:
+        """The model's runtime state: the manager's part of its status row (`models.runtime.status`)."""
         record = self._records.get(model_id)
-        if record is None:
-            return {"state": ModelState.INSTALLED.value, "loaded": False}
-        runner = record.runner
+        runner = record.runner if record is not None else None
+        loaded = record is not None and record.state == ModelState.LOADED and runner is not None
+        info = dict(runner.info) if runner is not None else {}
         return {
-            "state": record.state.value,
-            "loaded": record.state == ModelState.LOADED,
-            "pinned": record.pinned,
-            "busy": record.leased or (runner is not None and not runner.idle),
-            "device": runner.info.get("device") if runner and record.state == ModelState.LOADED else None,
-            "runner_pid": runner.pid if runner else None,
-            "expires_in_sec": None if record.expires_at is None else max(0.0, record.expires_at - time.monotonic()),
-            "error": record.error,
-            "info": dict(runner.info) if runner else {},
+            "state": record.state.value if record is not None else ModelState.INSTALLED.value,
+            "loaded": loaded,
+            "pinned": record is not None and record.pinned,
+            "busy": record is not None and (record.leased or (runner is not None and not runner.idle)),
+            "queued": record.slot.queued if record is not None else 0,
+            "device": info.get("device") if loaded else None,
+            "device_detail": info.get("device_detail") if loaded else None,
+            "runner_pid": runner.pid if runner is not None else None,
+            "memory_bytes": _resident_bytes(runner.pid) if loaded and runner is not None else None,
+            "expires_in_sec": None if record is None or record.expires_at is None
+            else round(max(0.0, record.expires_at - time.monotonic()), 1),
+            "error": record.error if record is not None else None,
+            "info": info,
         }
 
     def runner_pids(self) -> list[int]:
@@ -401,3 +406,13 @@ async def _uncancelled(work: Awaitable[T]) -> T:
     task = asyncio.ensure_future(work)
     task.add_done_callback(lambda t: t.cancelled() or t.exception())  # a caller that left never reads it
     return await asyncio.shield(task)
+
+
+def _resident_bytes(pid: int | None) -> int | None:
+    """A runner's resident memory (RAM; a GPU's memory is in the GPU's own process list)."""
+    import psutil
+
+    try:
+        return int(psutil.Process(pid).memory_info().rss) if pid else None
+    except (psutil.Error, OSError):
+        return None

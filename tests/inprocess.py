@@ -52,6 +52,11 @@ def job_router() -> APIRouter:
 
     @router.post("/test/run/{model_id}")
     async def run(model_id: str, body: JobBody, request: Request) -> Any:
+        if "nest" in body.job:  # a job nested deeper than JSON bodies may be: built here, as a route might
+            nested: dict[str, Any] = {}
+            for _ in range(int(body.job.pop("nest"))):
+                nested = {"inner": nested}
+            body.job["nested"] = nested
         lease = await acquire(request, model_id, keep_alive=parse_keep_alive(body.keep_alive))
         if not body.stream:
             partials, result = await run_job(request, lease, body.job)  # type: ignore[arg-type]
