@@ -15,7 +15,6 @@ from collections.abc import Sequence
 from models.settings import SettingsError, load_settings
 
 EXIT_SETTINGS = 2
-EXIT_PORT_IN_USE = 3
 
 
 def _parser() -> argparse.ArgumentParser:

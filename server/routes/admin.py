@@ -15,6 +15,7 @@ from fastapi.responses import JSONResponse
 from models.download import prepare
 from models.download_jobs import Downloads
 from models.errors import Conflict, Malformed
+from models.runtime.status import model_status
 from models.store import validate_model_id
 from server.admin_token import require_admin
 from server.jobs import manager_of, obs_of
@@ -30,13 +31,17 @@ async def catalog(request: Request) -> dict[str, Any]:
     installed = {m.id: m for m in manager.store.installed()}
     rows: list[dict[str, Any]] = []
     for entry in manager.store.catalog.entries:
-        rows.append(_row(manager, downloads, entry.id, entry.capability, entry.engine, entry.owned_by, entry.size_bytes,
-                         installed.get(entry.id) is not None, entry.starter, list(entry.aliases), entry.description))
+        rows.append({"id": entry.id, "capability": entry.capability, "engine": entry.engine, "owned_by": entry.owned_by,
+                     "size_bytes": entry.size_bytes, "installed": entry.id in installed, "starter": entry.starter,
+                     "aliases": list(entry.aliases), "description": entry.description})
     known = {entry.id for entry in manager.store.catalog.entries}
     for model in installed.values():
         if model.id not in known:  # imported or added by the user
-            rows.append(_row(manager, downloads, model.id, model.capability, model.engine, model.owned_by,
-                             model.size_bytes, True, False, [], str(model.manifest.get("description", ""))))
+            rows.append({"id": model.id, "capability": model.capability, "engine": model.engine, "owned_by": model.owned_by,
+                         "size_bytes": model.size_bytes, "installed": True, "starter": False, "aliases": [],
+                         "description": str(model.manifest.get("description", ""))})
+    for row in rows:
+        row.update(engine_available=manager.engine_available(row["engine"]), **model_status(manager, downloads, row["id"]))
     return {"object": "list", "data": rows}
 
 
@@ -46,19 +51,6 @@ def downloads_of(request: Request) -> Downloads:
     if downloads is None:
         downloads = request.app.state.downloads = Downloads()
     return downloads
-
-
-def _row(manager: Any, downloads: Downloads, model_id: str, capability: str, engine: str, owned_by: str,
-         size: int | None, installed: bool, starter: bool, aliases: list[str], description: str) -> dict[str, Any]:
-    if installed:
-        status = manager.status(model_id)
-    else:
-        status = downloads.status(model_id) or {"state": "available", "loaded": False}
-    return {
-        "id": model_id, "capability": capability, "engine": engine, "owned_by": owned_by, "size_bytes": size,
-        "installed": installed, "starter": starter, "aliases": aliases, "description": description,
-        "engine_available": manager.engine_available(engine), **status,
-    }
 
 
 @router.post("/models/{model_id}/load", dependencies=[Depends(require_admin)])
