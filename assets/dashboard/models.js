@@ -28,7 +28,9 @@ function whereText(row) {
   return parts.join(" ");
 }
 
-function progress(download) {
+function progress(row) {
+  // The status row's `download`, or the older `progress` {done, total} of the models list.
+  const download = row.download || (row.progress ? { bytes_done: row.progress.done, bytes_total: row.progress.total } : null);
   if (!download) return null;
   const done = download.bytes_done || 0;
   const total = download.bytes_total || 0;
@@ -88,7 +90,7 @@ export class ModelsView {
       h("td", { className: "num" }, bytes(row.size_bytes)),
       h("td", {}, fitCell(row)),
       h("td", {}, languagesText(row.languages)),
-      h("td", {}, h("span", { className: `state ${state}` }, state), progress(row.download),
+      h("td", {}, h("span", { className: `state ${state}` }, state), progress(row),
         row.error ? h("div", { className: "error-text" }, row.error) : null),
       h("td", {}, whereText(row)),
       h("td", {}, this.buttons(row)));
