@@ -8,6 +8,8 @@ OUT="${OUT:-$PWD/gpucheck-out}"
 mkdir -p "$OUT" /tmp/gpucheck
 exec > >(tee "$OUT/log.txt") 2>&1
 nvidia-smi --query-gpu=name,driver_version,memory.used,memory.total --format=csv || true
+command -v nvcc >/dev/null || export PATH="$PATH:$(dirname "$(find /usr/local /opt -name nvcc -type f 2>/dev/null | head -1)")"
+nvcc --version | tail -2
 python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target /tmp/site .gpucheck/whl/*.whl || exit 1
 tar xJf .gpucheck/llama-src.tar.xz -C /tmp/gpucheck
 # CTranslate2's wheel is built for CUDA 12 and opens libcublas.so.12; where only CUDA 13's cuBLAS

@@ -16,13 +16,14 @@
 #     --arch   CUDA architectures, e.g. "90" (H100/H200), "86;89" (RTX 30/40);
 #              default "native" (the GPU of this PC), or "75;80;86;89;90" for a package
 #     --jobs   parallel compile jobs (default: all cores)
+#     -- ARGS  more CMake options, e.g. -- -DGGML_CUDA_FA=off (a faster build without flash-attention kernels)
 # Needs: CUDA toolkit (nvcc) matching the driver, CMake >= 3.21, a C++17 compiler, ninja (optional).
 # Check: the script ends by loading the library and asking llama_supports_gpu_offload().
 set -euo pipefail
 
 VERSION=0.3.36
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-SRC="" SDIST="" OUT="" ARCH="native" JOBS="$(nproc 2>/dev/null || echo 4)"
+SRC="" SDIST="" OUT="" ARCH="native" JOBS="$(nproc 2>/dev/null || echo 4)" EXTRA=()
 while [ $# -gt 0 ]; do
   case "$1" in
     --src) SRC="$2"; shift 2 ;;
@@ -30,7 +31,8 @@ while [ $# -gt 0 ]; do
     --out) OUT="$2"; shift 2 ;;
     --arch) ARCH="$2"; shift 2 ;;
     --jobs) JOBS="$2"; shift 2 ;;
-    -h|--help) sed -n '2,20p' "$0"; exit 0 ;;
+    --) shift; EXTRA=("$@"); break ;;
+    -h|--help) sed -n '2,22p' "$0"; exit 0 ;;
     *) echo "unknown option $1 (see --help)" >&2; exit 2 ;;
   esac
 done
@@ -57,7 +59,7 @@ echo "building llama.cpp $VERSION with CUDA for architectures '$ARCH' into $OUT 
 cmake -S "$SRC" -B "$WORK/build" "${GEN[@]}" \
   -DCMAKE_BUILD_TYPE=Release -DCMAKE_INSTALL_PREFIX="$WORK/install" -DSKBUILD_PLATLIB_DIR="$WORK/install" \
   -DGGML_CUDA=on -DCMAKE_CUDA_ARCHITECTURES="$ARCH" -DGGML_NATIVE=off \
-  -DLLAVA_BUILD=off -DLLAMA_BUILD_MTMD=off -DLLAMA_CURL=off >"$WORK/configure.log" 2>&1 \
+  -DLLAVA_BUILD=off -DLLAMA_BUILD_MTMD=off -DLLAMA_CURL=off -DGGML_CUDA_NCCL=off "${EXTRA[@]}" >"$WORK/configure.log" 2>&1 \
   || { tail -40 "$WORK/configure.log" >&2; exit 1; }
 cmake --build "$WORK/build" --config Release -j "$JOBS" >"$WORK/build.log" 2>&1 \
   || { grep -m5 -B2 -A8 "error" "$WORK/build.log" >&2 || tail -40 "$WORK/build.log" >&2; exit 1; }

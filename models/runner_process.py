@@ -91,8 +91,11 @@ def main(conn: Connection, load: Load) -> None:
             conn.send(msg)
 
     try:
+        from models.device_choice import device_info, prepare_runner
+
+        spec = prepare_runner(spec)  # decides the device and picks the llama.cpp build before the engine imports it
         engine = import_engine(load.engine_path)(spec)
-        send(Ready(engine.info()))
+        send(Ready({**device_info(spec), **engine.info()}))
     except BaseException as exc:  # noqa: BLE001 - any load failure must reach the server
         log.error("loading %s failed:\n%s", spec.get("id"), traceback.format_exc())
         send(LoadFailed(describe_failure(exc, provider, f"loading model {spec.get('id')}")))
@@ -102,6 +105,9 @@ def main(conn: Connection, load: Load) -> None:
     threading.Thread(target=inbox.read_forever, name="runner-inbox", daemon=True).start()
     while (msg := inbox.jobs.get()) is not None:
         _run_one(engine, msg, inbox, send, provider)
+        if getattr(engine, "gpu_lost", False):  # a CUDA error mid-job: this process's GPU state is gone
+            log.error("the GPU failed during a job; this runner exits and the next request starts a fresh one")
+            break
     try:
         engine.close()
     finally:

@@ -30,6 +30,7 @@ from models.engines.llama.chat_format import CHATML_TEMPLATE, TOOL_OPEN, ChatTem
 from models.engines.llama.decode import Decoder, Outcome, Sampling
 from models.engines.llama.text_stream import TextStream
 from models.errors import EngineUnavailable, Malformed, Overflow
+from models.gguf import GgufError, GgufHeader, read_gguf
 from models.runtime.protocol import ChatJob, CompletionJob, EmbeddingJob
 
 log = logging.getLogger("aistack.llama")
@@ -42,10 +43,15 @@ class LlamaEngine:
         options = spec.get("options") or {}
         self.model_id = str(spec.get("id"))
         path = _gguf_path(spec)
-        self.n_ctx = context_size(options, settings, path)
+        self.n_ctx = context_size(options, settings, _checked_header(path, self.model_id).context_length)
         self.threads = int(settings.get("llm_threads") or 0) or physical_cores()
         self.stream_interval = float(settings.get("llm_stream_interval_ms") or 0) / 1000
         self._info: dict[str, Any] = {}
+        self.gpu_lost = False  # a CUDA error mid-job: the runner exits after it
+        # models.device_choice picked the build (LLAMA_CPP_LIB_PATH) and how many layers fit in free VRAM.
+        layers = spec.get("gpu_layers")
+        self.gpu_layers = int(layers) if isinstance(layers, int) and layers != 0 else -1
+        self.device_detail, self.device_reason = spec.get("device_detail"), spec.get("device_reason")
         self.llm = self._load(path, str(spec.get("device") or "auto"))
         self.template = _chat_template(self.llm, options)
         self.decoder = Decoder(self.llm)
@@ -60,13 +66,15 @@ class LlamaEngine:
     def _load(self, path: Path, device: str) -> Any:
         if device != "cpu" and _gpu_offload_possible():
             try:
-                llm = self._open(path, gpu_layers=-1)
-                self._info.update(device="cuda", gpu_layers=-1)
+                llm = self._open(path, gpu_layers=self.gpu_layers)
+                self._info.update(device="cuda", gpu_layers=self.gpu_layers, device_detail=self.device_detail,
+                                  device_reason=self.device_reason)
                 return llm
             except Exception as exc:  # noqa: BLE001 - any CUDA failure means: try the CPU, and say so
                 reason = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
                 log.warning("CUDA load of %s failed (%s); loading on the CPU", self.model_id, reason)
                 self._info["fallback"] = f"CUDA failed ({reason}); running on the CPU"
+                self.device_reason = f"CUDA failed at load or warm-up ({reason}); running on the CPU instead."
         try:
             llm = self._open(path, gpu_layers=0)
         except Exception as exc:  # llama.cpp raises bare ValueError/RuntimeError on load
@@ -75,7 +83,7 @@ class LlamaEngine:
                 "architecture this llama.cpp build does not support; reinstall the model or pick another.",
                 provider=PROVIDER,
             ) from exc
-        self._info.update(device="cpu", gpu_layers=0)
+        self._info.update(device="cpu", gpu_layers=0, device_detail=None, device_reason=self.device_reason)
         return llm
 
     def _open(self, path: Path, *, gpu_layers: int) -> Any:
@@ -102,6 +110,17 @@ class LlamaEngine:
 
     # Jobs ------------------------------------------------------------------------------
     def run(self, job: ChatJob | CompletionJob | EmbeddingJob, ctx: JobContext) -> dict[str, Any]:
+        try:
+            return self._run(job, ctx)
+        except (RuntimeError, OSError) as exc:
+            from models.device_choice import gpu_lost_error, is_cuda_failure
+
+            if self._info.get("device") != "cuda" or not is_cuda_failure(exc):
+                raise
+            self.gpu_lost = True
+            raise gpu_lost_error(PROVIDER, exc) from exc
+
+    def _run(self, job: ChatJob | CompletionJob | EmbeddingJob, ctx: JobContext) -> dict[str, Any]:
         if job["task"] == "chat":
             return self._chat(job, ctx)
         if job["task"] == "completion":
@@ -220,27 +239,23 @@ def _usage(outcome: Outcome) -> dict[str, Any]:
     }
 
 
-def context_size(options: dict[str, Any], settings: dict[str, Any], path: Path) -> int:
+def context_size(options: dict[str, Any], settings: dict[str, Any], trained: int | None) -> int:
     """The model's context (the catalog's, else the one it was trained with), capped by `llm_context`."""
     limit = int(settings.get("llm_context") or 4096)
-    model = options.get("context") or _trained_context(path)
+    model = options.get("context") or trained
     return min(int(model), limit) if model else limit
 
 
-def _trained_context(path: Path) -> int | None:
-    """`<architecture>.context_length` from the GGUF header (read without loading the weights)."""
-    from llama_cpp import Llama
-
+def _checked_header(path: Path, model_id: str) -> GgufHeader:
+    """The GGUF header, checked against the file before llama.cpp (which trusts it) ever opens the file."""
     try:
-        vocab = Llama(str(path), vocab_only=True, verbose=False)
-    except Exception:  # noqa: BLE001 - an unreadable file fails properly in the real load
-        return None
-    try:
-        meta = vocab.metadata
-        value = meta.get(f"{meta.get('general.architecture', '')}.context_length")
-        return int(value) if value and str(value).isdigit() else None
-    finally:
-        vocab.close()
+        return read_gguf(path)
+    except GgufError as exc:
+        raise EngineUnavailable(
+            f"Model {model_id} cannot be loaded: {exc} Reinstall the model, or remove it if it came from "
+            "an untrusted source.",
+            provider=PROVIDER,
+        ) from None
 
 
 def physical_cores() -> int:

@@ -69,6 +69,9 @@ class WhisperEngine:
         self.model_id = str(spec.get("id"))
         self.fallback: str | None = None
         self.device, self.compute_type = self._pick_device(str(spec.get("device") or "auto"))
+        if self.device == "cuda" and spec.get("compute_type"):  # int8_float16 when VRAM is short (models.device_choice)
+            self.compute_type = str(spec["compute_type"])
+        self.gpu_lost = False  # a CUDA error mid-job: the runner exits after it
         if self.device == "cuda":
             self.model = self._load_on_gpu_or_fall_back()
         else:
@@ -127,6 +130,8 @@ class WhisperEngine:
             "multilingual": self.multilingual,
             "fallback": self.fallback,
             "batch_size": BATCH_SIZE[self.device],
+            "device_detail": self.compute_type if self.device == "cuda" else None,
+            "device_reason": self.fallback or (self.spec.get("device_reason") if self.device == "cpu" else None),
         }
 
     def close(self) -> None:
@@ -159,7 +164,15 @@ class WhisperEngine:
                 language=language, task=task, prompt=job.get("prompt"), temperature=job.get("temperature"),
                 long_audio=long_audio,
             )
-            segments = self._decode(audio.samples, options, result, stream=stream, ctx=ctx)
+            try:
+                segments = self._decode(audio.samples, options, result, stream=stream, ctx=ctx)
+            except (RuntimeError, OSError) as exc:
+                from models.device_choice import gpu_lost_error, is_cuda_failure
+
+                if self.device != "cuda" or not is_cuda_failure(exc):
+                    raise
+                self.gpu_lost = True
+                raise gpu_lost_error(PROVIDER, exc) from exc
         if not stream:
             result["segments"] = segments
         result["decode_sec"] = round(decoded_at - started, 3)
