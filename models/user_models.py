@@ -158,7 +158,7 @@ def _whisper_folder(folder: Path) -> list[Path]:
         raise Malformed(f"{folder.name}/config.json does not describe a Whisper model.")
     if (folder / "model.bin").stat().st_size < 1024:
         raise Malformed(f"{folder.name}/model.bin is too small to be a model.")
-    return [p for p in files if not p.name.startswith(".")]
+    return [p for p in files if not p.name.startswith(".") and p.name != "manifest.json"]
 
 
 def _piper_pair(path: Path) -> list[Path]:

@@ -13,7 +13,7 @@ client: `X-Linked-Etag`, `X-Linked-Size`, `X-Repo-Commit`, `X-Error-Code`):
 - the CDN and resolve-cache answers honour `Range: bytes=N-` with 206.
 
 - `GET /api/models/{owner}/{name}/tree/{revision}`: the repo's files with sizes (add-hf's quant list).
-- a stand-in PyPI JSON API: `GET /pypi/{package}/{version}/json` names each wheel added with
+- a stand-in PyPI JSON API: `GET /pypi/{package}/json` lists the release of each wheel added with
   `add_wheel`, served from `/packages/{file}` on the CDN host (point AISTACK_PYPI_URL at `.pypi_url`).
 
 Faults a test can arm: `drop_after[path] = n` (next download of that file sends n bytes,
@@ -137,12 +137,13 @@ class FakeHub:
             return self._content(req, fake, head, {"ETag": f'"{fake.git_sha1}"', "X-Repo-Commit": m.group(2)})
         if m := re.match(r"^/api/models/([^/]+/[^/]+)/tree/([^/]+)$", path):
             return self._tree(req, m.group(1))
-        if m := re.match(r"^/pypi/([^/]+)/([^/]+)/json$", path):
-            return self._pypi(req, m.group(1), m.group(2))
+        if m := re.match(r"^/pypi/([^/]+)/json$", path):
+            return self._pypi(req, m.group(1))
         if m := re.match(r"^/packages/([^/]+)$", path):
             return self._content(req, self.wheels[m.group(1)][2], head, {})
-        if m := re.match(r"^/repos/[0-9a-f]{2}/([0-9a-f]{64})$", path):
-            fake = next(f for r in self.repos.values() for f in r.files.values() if f.sha256 == m.group(1))
+        if re.match(r"^/repos/[0-9a-f]{2}/([0-9a-f]{64})$", path):
+            owner, name, file_path = unquote(url.query.partition("file=")[2]).split("/", 2)
+            fake = self.repos[f"{owner}/{name}"].files[file_path]
             return self._content(req, fake, head, {"ETag": '"5d41402abc4b2a76b9719d911017c592-7"'})
         _send(req, 404, {"X-Error-Code": "EntryNotFound"})
 
@@ -161,7 +162,7 @@ class FakeHub:
                                     "X-Linked-Etag": f'"{fake.sha256}"', "X-Linked-Size": str(fake.size)})
         if fake.lfs:
             return _send(req, 302, {
-                "Location": f"{self.cdn}/repos/{fake.sha256[:2]}/{fake.sha256}",
+                "Location": f"{self.cdn}/repos/{fake.sha256[:2]}/{fake.sha256}?file={quote(repo.name + '/' + path)}",
                 "X-Repo-Commit": repo.commit,
                 "X-Linked-Etag": f'"{fake.sha256}"',
                 "X-Linked-Size": str(fake.size),
@@ -178,13 +179,16 @@ class FakeHub:
                  for f in repo.files.values()]
         _send_json(req, items)
 
-    def _pypi(self, req: BaseHTTPRequestHandler, package: str, version: str) -> None:
-        urls = [{"packagetype": "bdist_wheel", "filename": name, "url": f"{self.cdn}/packages/{name}", "size": fake.size,
-                 "digests": {"sha256": fake.sha256}}
-                for name, (pkg, ver, fake) in self.wheels.items() if (pkg, ver) == (package, version)]
-        if not urls:
+    def _pypi(self, req: BaseHTTPRequestHandler, package: str) -> None:
+        releases: dict[str, list[dict[str, object]]] = {}
+        for name, (pkg, version, fake) in self.wheels.items():
+            if pkg == package:
+                releases.setdefault(version, []).append({
+                    "packagetype": "bdist_wheel", "filename": name, "url": f"{self.cdn}/packages/{name}",
+                    "size": fake.size, "digests": {"sha256": fake.sha256}})
+        if not releases:
             return _send(req, 404, {})
-        _send_json(req, {"info": {"name": package, "version": version}, "urls": urls})
+        _send_json(req, {"info": {"name": package}, "releases": releases})
 
     def _content(self, req: BaseHTTPRequestHandler, fake: FakeFile, head: bool, headers: dict[str, str]) -> None:
         rng = req.headers.get("Range")
