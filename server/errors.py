@@ -42,7 +42,7 @@ def describe_validation(errors: list[Any]) -> str:
     """Name the offending fields in words a user can act on."""
     parts = []
     for err in errors[:5]:
-        loc = [str(p) for p in err.get("loc", ()) if p not in ("body", "query", "path", "header", "form")]
+        loc = _field_path(err.get("loc", ()))
         field = ".".join(loc) or "body"
         msg = str(err.get("msg", "is invalid"))
         if err.get("type") == "missing":
@@ -54,6 +54,16 @@ def describe_validation(errors: list[Any]) -> str:
         else:
             parts.append(f"'{field}': {msg}")
     return "Invalid request: " + "; ".join(parts) + "."
+
+
+def _field_path(loc: Any) -> list[str]:
+    """The field as the client wrote it: without pydantic's union tags and validator names."""
+    path: list[str] = []
+    for part in (str(p) for p in loc):
+        if part in ("body", "query", "path", "header", "form") or "[" in part or (path and path[-1] == part):
+            continue  # a tagged union repeats its tag ('json_schema.json_schema'); validators show as 'function-...[...]'
+        path.append(part)
+    return path
 
 
 def install_error_handlers(app: FastAPI) -> None:
