@@ -3,12 +3,12 @@
     aistack                       tray icon and server (headless when there is no display)
     aistack serve [--host H] [--port P]
     aistack models list | install-starter | install ID... | remove ID... | add-hf REPO FILE | import FILE
+    aistack autostart on | off | status
 """
 
 from __future__ import annotations
 
 import argparse
-import logging
 import sys
 from collections.abc import Sequence
 
@@ -29,6 +29,8 @@ def _parser() -> argparse.ArgumentParser:
     from app.model_commands import add_model_commands
 
     add_model_commands(models_sub)
+    login = sub.add_parser("autostart", help="start aistack (with the tray) when you log in: on, off or status")
+    login.add_argument("action", choices=["on", "off", "status"])
     return parser
 
 
@@ -50,10 +52,14 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         return run_models_command(args, settings)
 
-    logging.basicConfig(
-        level=getattr(logging, getattr(args, "log_level", "info").upper()),
-        format="%(asctime)s %(name)s %(levelname)s %(message)s",
-    )
+    if args.command == "autostart":
+        from app.autostart import run_autostart_command
+
+        return run_autostart_command(args.action)
+
+    from app.logs import setup_logging
+
+    setup_logging(settings, getattr(args, "log_level", "info"), runners_to_file=args.command is None)
     from app.serving import serve_forever
 
     if args.command == "serve":
