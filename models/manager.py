@@ -20,7 +20,7 @@ import enum
 import importlib.util
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -155,6 +155,8 @@ class Manager:
         self._sweeper: asyncio.Task[None] | None = None
         self._closing = False
         self._engine_ok: dict[str, bool] = {}
+        # Engine name -> spec keys ("device", "device_reason") for the next load; game mode sets it (models.game_mode).
+        self.device_policy: Callable[[str], dict[str, Any]] | None = None
 
     # Start and stop ------------------------------------------------------------------
     async def start(self) -> None:
@@ -244,9 +246,10 @@ class Manager:
             record.runner = None
         if self._closing:
             raise EngineUnavailable("aistack is shutting down.")
+        device = self.device_policy(model.engine) if self.device_policy else {"device": "auto"}  # game mode may hold
         await self._make_room(model)
         record.state, record.error = ModelState.LOADING, None
-        spec = {**model.to_spec(), "settings": self.settings.model_dump(mode="json"), "device": "auto"}
+        spec = {**model.to_spec(), "settings": self.settings.model_dump(mode="json"), **device}
         runner = Runner(
             self.engines[model.engine],
             spec,

@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import pydantic_settings
 from pydantic import Field, ValidationError, field_validator
@@ -51,6 +51,18 @@ class Settings(BaseSettings):
     )
     queue_max: int = Field(16, ge=0, description="Requests that may wait in one model's queue; one more gets the busy 503.")
     memory_reserve_mb: int = Field(1024, ge=0, description="RAM kept free for the system when deciding whether a model fits.")
+    vram_reserve_mb: int = Field(512, ge=0, description="GPU memory kept free for the desktop and games when placing a model.")
+    game_mode: bool = Field(False, description="Watch the GPU and step aside (unload, hold GPU loads) while a game uses it.")
+    game_mode_vram_share: float = Field(
+        0.25, gt=0, le=1, description="Game mode starts when other programs hold more than this share of GPU memory."
+    )
+    game_mode_gpu_busy_percent: int = Field(
+        70, ge=1, le=100, description="Game mode also starts when the GPU is this busy while aistack runs nothing on it."
+    )
+    game_mode_interval_sec: float = Field(3, ge=0.2, description="How often game mode reads the GPU.")
+    game_mode_hold: Literal["cpu", "wait"] = Field(
+        "cpu", description="While a game runs, new models load on the CPU ('cpu') or wait with a 503 ('wait')."
+    )
 
     allowed_origins: Annotated[list[str], NoDecode] = Field(
         default_factory=list, description="Extra Origins (e.g. https://app.example) allowed to call the server from a browser."

@@ -31,6 +31,9 @@ def create_app(settings: Settings, *, engines: dict[str, str] | None = None) -> 
         manager = Manager(store, settings, engines=engines)
         app.state.manager = manager
         await manager.start()
+        from server.routes.status import start_game_mode
+
+        game_mode = start_game_mode(app, manager)
         from server.routes.catalog import resume_downloads
 
         resume_downloads(app)  # unfinished downloads continue by themselves
@@ -38,6 +41,7 @@ def create_app(settings: Settings, *, engines: dict[str, str] | None = None) -> 
         try:
             yield
         finally:
+            await game_mode.close()
             await manager.close()
             observability.close()
 

@@ -11,9 +11,13 @@ import asyncio
 import time
 from typing import Any
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Depends, Request
+from pydantic import BaseModel, Field
 
+from models.game_mode import GameMode, attach
 from models.gpu import GpuProbe, default_probe
+from models.manager import Manager
+from server.admin_token import require_admin
 from server.jobs import manager_of
 from server.routes.catalog import first_run
 from server.schemas import ERROR_RESPONSES
@@ -101,3 +105,23 @@ def _rss(pid: int) -> int | None:
         return int(psutil.Process(pid).memory_info().rss)
     except (psutil.Error, OSError):
         return None
+
+
+class GameModeSwitch(BaseModel):
+    enabled: bool = Field(description="Turn game mode on (watch the GPU and step aside for games) or off.")
+
+
+@router.post("/game-mode", dependencies=[Depends(require_admin)])
+async def switch_game_mode(body: GameModeSwitch, request: Request) -> dict[str, Any]:
+    """Turn game mode on or off now (the tray's check item); lasts until restart, AISTACK_GAME_MODE sets the default."""
+    game_mode: GameMode = request.app.state.game_mode
+    return await game_mode.set_enabled(body.enabled)
+
+
+def start_game_mode(app: Any, manager: Manager) -> GameMode:
+    """Create the app's game mode watcher, hook it into the manager's loads, and start it."""
+    game_mode = GameMode.from_settings(getattr(app.state, "gpu_probe", None) or default_probe(), manager, app.state.settings)
+    attach(manager, game_mode)
+    app.state.game_mode = game_mode
+    game_mode.start()
+    return game_mode
