@@ -61,5 +61,12 @@ lint: install-test
 	$(VENV)/bin/ruff check app server models tests bench
 	$(VENV)/bin/mypy
 
+# The frozen app: dist/aistack/ and its size per folder. `make dist DIST_ARGS=--installer` adds the
+# NSIS installer (needs makensis), DIST_ARGS=--tarball the Linux .tar.gz (see installer/build.py).
+.PHONY: dist
+dist: install
+	$(PY) -c "import PyInstaller" 2>/dev/null || $(PIP) install -q -e '.[build]'
+	$(PY) installer/build.py $(DIST_ARGS)
+
 clean:
 	rm -rf $(VENV) .cache
