@@ -15,7 +15,7 @@ from fastapi import APIRouter, Depends, Request
 from pydantic import BaseModel, Field
 
 from models.game_mode import GameMode, attach
-from models.gpu import GpuProbe, default_probe
+from models.gpu import GpuProbe, GpuProcess, default_probe
 from models.manager import Manager
 from server.admin_token import require_admin
 from server.jobs import manager_of
@@ -25,7 +25,7 @@ from server.version import VERSION
 
 router = APIRouter(prefix="/admin/api", tags=["admin"], responses=ERROR_RESPONSES)
 
-_STATUS_KEYS = ("state", "loaded", "pinned", "busy", "queued", "device", "device_detail", "runner_pid",
+_STATUS_KEYS = ("state", "loaded", "pinned", "busy", "queued", "device", "device_detail", "device_reason", "runner_pid",
                 "memory_bytes", "expires_in_sec", "error", "download")
 
 
@@ -53,7 +53,7 @@ async def status(request: Request) -> dict[str, Any]:
         "system": {"cpu_count": psutil.cpu_count(), "ram_total_bytes": memory.total, "ram_available_bytes": memory.available},
         "gpu": gpu.to_json(),
         "game_mode": _game_mode(request),
-        "models": model_rows(request),
+        "models": _with_vram(model_rows(request), gpu.processes),
         "first_run": await asyncio.to_thread(first_run, request),
     }
 
@@ -95,6 +95,14 @@ def _row(model_id: str, capability: str, engine: str, status: dict[str, Any]) ->
     if row["memory_bytes"] is None and row["runner_pid"]:
         row["memory_bytes"] = _rss(int(row["runner_pid"]))
     return row
+
+
+def _with_vram(rows: list[dict[str, Any]], processes: list[GpuProcess]) -> list[dict[str, Any]]:
+    """Each row's GPU memory, from NVML's process list (null where the model is not on the GPU or NVML cannot say)."""
+    by_pid = {p.pid: p.used_bytes for p in processes}
+    for row in rows:
+        row["vram_bytes"] = by_pid.get(row["runner_pid"]) if row.get("runner_pid") else None
+    return rows
 
 
 def _rss(pid: int) -> int | None:
