@@ -25,9 +25,11 @@ def launch_command() -> list[str]:
     """The command that starts this app with the tray (no arguments)."""
     if getattr(sys, "frozen", False):
         return [sys.executable]
-    script = shutil.which("aistack")
+    # The console script installed beside this Python (a venv's bin/ or Scripts\), else one on PATH.
+    beside = Path(sys.executable).parent / ("aistack.exe" if sys.platform == "win32" else "aistack")
+    script = str(beside) if beside.is_file() else shutil.which("aistack")
     if script:
-        return [str(Path(script).resolve())]
+        return [script]
     return [sys.executable, "-m", "app"]
 
 
