@@ -78,13 +78,16 @@ class ProgressBar(DownloadProgress):
         if self.bytes_total is not None and bar.total != self.bytes_total:
             bar.total = self.bytes_total
         bar.n = self.bytes_done
-        bar.set_postfix_str(f"{self.state} {self.current_file or ''}".strip(), refresh=False)
+        shown = self.current_file if self.state in ("downloading", "verifying") else None
+        bar.set_postfix_str(f"{self.state} {(shown or '')[:32]}".strip(), refresh=False)
         bar.refresh() if self.state != "downloading" else bar.update(0)
 
     def close(self) -> None:
         if self.state in ("downloading", "verifying"):
             self.finish("done")
-        self._bar.close()
+        if not self._bar.disable:
+            self._bar.close()
+            self._bar.disable = True
 
 
 def _catalog(args: argparse.Namespace, store: ModelStore) -> int:
@@ -136,8 +139,14 @@ def _install_starter(args: argparse.Namespace, store: ModelStore) -> int:
         bars[:] = [ProgressBar(entry.id, entry.size_bytes)]
         return bars[0]
 
+    def say(line: str) -> None:
+        for bar in bars:
+            bar.close()  # the bar's last line first, then the message under it
+        bars.clear()
+        _say(line)
+
     try:
-        done = install_starter(store, report=_say, progress_for=bar_for)
+        done = install_starter(store, report=say, progress_for=bar_for)
     finally:
         for bar in bars:
             bar.close()

@@ -24,7 +24,7 @@ OPENAI_NAME = "whisper-1"
 WHISPER_ENGINE = "faster-whisper"
 
 # Best first. An English-only model ranks just above the multilingual model of its size for English.
-QUALITY = ("large-v3", "large-v3-turbo", "distil-large-v3", "medium", "small", "base", "tiny")
+QUALITY = ("large-v3", "large-v3-turbo", "distil-large-v3", "medium", "small", "distil-small", "base", "tiny")
 
 
 @dataclass(frozen=True)

