@@ -161,3 +161,18 @@ def default_probe() -> NvmlProbe:
     if _default is None:
         _default = NvmlProbe()
     return _default
+
+
+def wait_released(probe: GpuProbe, pid: int, timeout: float = 5.0) -> bool:
+    """After a runner exits: wait (bounded) until NVML no longer lists it, so the next placement sees the memory back."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    while True:
+        reading = probe.read()
+        if not reading.available or all(p.pid != pid for p in reading.processes):
+            return True
+        if time.monotonic() >= deadline:
+            log.warning("GPU memory of runner %s still in use after %.0f s", pid, timeout)
+            return False
+        time.sleep(0.1)

@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from models.errors import AistackError, EngineUnavailable, Malformed
+from models.gpu import GpuProbe, wait_released
 from models.runner import UNLOADED, Runner
 from models.runtime import placement, registry
 from models.runtime.protocol import Accepted, JobEvent, JobSpec
@@ -157,6 +158,7 @@ class Manager:
         self._engine_ok: dict[str, bool] = {}
         # Engine name -> spec keys ("device", "device_reason") for the next load; game mode sets it (models.game_mode).
         self.device_policy: Callable[[str], dict[str, Any]] | None = None
+        self.gpu: GpuProbe | None = None  # set by the app; with it, loads make room in GPU memory too
 
     # Start and stop ------------------------------------------------------------------
     async def start(self) -> None:
@@ -285,6 +287,26 @@ class Manager:
                 raise placement.refusal(model.id, need, free, residents)
             log.info("evicting %s to make room for %s", victim.model_id, model.id)
             await self._unload_locked_free(self._records[victim.model_id])
+        await self._make_vram_room(model)
+
+    async def _make_vram_room(self, model: InstalledModel) -> None:
+        """The same for GPU memory, among models on the GPU. What still does not fit loads with fewer
+        llama.cpp layers on the GPU, or on the CPU, and says so (models.device_choice)."""
+        need = placement.vram_need(model, self.settings.llm_context) if self.gpu is not None else None
+        if self.gpu is None or need is None:
+            return
+        reserve = self.settings.vram_reserve_mb << 20
+        while True:
+            reading = await asyncio.to_thread(self.gpu.read)
+            if not reading.available or (reading.memory_free_bytes or 0) - reserve >= need:
+                return
+            residents = [self._resident(r) for r in self._records.values() if r is not self._records.get(model.id)
+                         and r.state == ModelState.LOADED and r.runner is not None and r.runner.info.get("device") == "cuda"]
+            victim = placement.pick_victim(residents)
+            if victim is None:
+                return
+            log.info("evicting %s from the GPU to make room for %s", victim.model_id, model.id)
+            await self._unload_locked_free(self._records[victim.model_id])
 
     @staticmethod
     def _resident(record: _Record) -> placement.Resident:
@@ -366,8 +388,11 @@ class Manager:
             record.state = ModelState.UNLOADING
             runner.crash_reason = runner.crash_reason or UNLOADED
             # A job in flight is not waited for: unloading means the memory comes back now.
+            pid, on_gpu = runner.pid, runner.info.get("device") == "cuda"
             await asyncio.to_thread(runner.stop if runner.idle else runner.kill)
             log.info("unloaded %s", record.id)
+            if on_gpu and pid is not None and self.gpu is not None:  # the next placement must see the VRAM back
+                await asyncio.to_thread(wait_released, self.gpu, pid)
         record.state = ModelState.INSTALLED
 
     async def _unload_if_idle(self, model_id: str) -> None:

@@ -106,3 +106,33 @@ def refusal(model_id: str, need: int, free: int, residents: list[Resident]) -> E
     if not pinned and not busy:
         message += " Close other programs or use a smaller model."
     return EngineUnavailable(message)
+
+
+# GPU memory (the GPU helper's side) ---------------------------------------------------------
+def vram_need(model: InstalledModel, llm_context: int) -> int | None:
+    """GPU memory `model` needs with all of it on the GPU; None for an engine that never uses the GPU.
+
+    A manifest may state it (`options.vram_bytes`); else llama.cpp's comes from the GGUF
+    header (layers, context cache, compute buffer) and Whisper's from its file size.
+    A chat model that still does not fit after eviction loads with fewer layers on the GPU.
+    """
+    from models import vram
+
+    declared = model.options.get("vram_bytes")
+    if declared:
+        return int(declared)
+    if model.engine == "faster-whisper":
+        return vram.whisper_need(model.size_bytes, "float16")
+    if model.engine != "llama.cpp":
+        return None
+    from models.gguf import GgufError, read_gguf
+
+    gguf = next((f["name"] for f in model.manifest.get("files", []) if str(f["name"]).endswith(".gguf")), None)
+    if gguf is None:
+        return None
+    try:
+        header = read_gguf(model.path / gguf, keep_array_items=0)
+    except (GgufError, OSError):
+        return None
+    context = min(int(model.options.get("context") or llm_context), header.context_length or llm_context, llm_context)
+    return vram.llama_need(header, context).full_bytes

@@ -127,8 +127,10 @@ async def switch_game_mode(body: GameModeSwitch, request: Request) -> dict[str, 
 
 
 def start_game_mode(app: Any, manager: Manager) -> GameMode:
-    """Create the app's game mode watcher, hook it into the manager's loads, and start it."""
-    game_mode = GameMode.from_settings(getattr(app.state, "gpu_probe", None) or default_probe(), manager, app.state.settings)
+    """Give the manager the GPU probe (VRAM placement), create game mode, hook it into the manager's loads, start it."""
+    probe = getattr(app.state, "gpu_probe", None) or default_probe()
+    manager.gpu = probe
+    game_mode = GameMode.from_settings(probe, manager, app.state.settings)
     attach(manager, game_mode)
     app.state.game_mode = game_mode
     game_mode.start()
