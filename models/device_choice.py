@@ -165,9 +165,14 @@ def prepare_runner(spec: dict[str, Any], probe: GpuProbe | None = None, caps: En
 
     engine = str(spec.get("engine", ""))
     reading = (probe or default_probe()).read() if engine != "piper" else GpuReading.unavailable("piper")
-    choice = choose(engine, spec, reading, caps or InstalledCaps())
+    caps = caps or InstalledCaps()
+    choice = choose(engine, spec, reading, caps)
     if choice.llama_lib and choice.device == "cuda":
         os.environ["LLAMA_CPP_LIB_PATH"] = choice.llama_lib
+    elif engine == "llama.cpp" and os.environ.get("LLAMA_CPP_LIB_PATH") == str(caps.llama_cuda_lib()):
+        # The CUDA build with no layers offloaded still takes GPU memory (measured: 675 MB on an H200)
+        # and runs big prompt batches there: on the CPU, use the portable build.
+        os.environ.pop("LLAMA_CPP_LIB_PATH")
     if choice.reason:
         log.info("%s: %s", spec.get("id"), choice.reason)
     return {**spec, **choice.to_spec()}

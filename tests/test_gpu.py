@@ -176,6 +176,9 @@ def test_the_runner_points_llama_cpp_at_the_cuda_build(tmp_path: Path, monkeypat
     spec = device_choice.prepare_runner(llama_8b(tmp_path), Probe(), Caps())
     assert os.environ["LLAMA_CPP_LIB_PATH"] == "/opt/llama-cuda/lib"
     assert (spec["device"], spec["gpu_layers"], spec["device_detail"]) == ("cuda", -1, "32/32 layers on GPU")
+    held = device_choice.prepare_runner({**spec, "device": "cpu", "device_reason": "Game mode: ..."}, Probe(), Caps())
+    assert held["device"] == "cpu" and held["device_reason"] == "Game mode: ..."
+    assert "LLAMA_CPP_LIB_PATH" not in os.environ  # the portable CPU build: the CUDA one would still take VRAM
 
 
 # Game mode: a game appears, then leaves ------------------------------------------------------
