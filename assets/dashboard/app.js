@@ -82,7 +82,10 @@ async function refreshLogs() {
   const text = data.lines.map((l) => source === "server"
     ? `${clock(l.ts)} ${l.level} ${l.message}`
     : `${l.ts} ${l.status} ${l.method} ${l.path} ${l.latency_ms} ms ${l.model || ""} ${l.request_id}`);
-  $("log-tail").textContent = text.join("\n") || "(empty)";
+  const tail = $("log-tail");
+  const atEnd = tail.scrollTop + tail.clientHeight >= tail.scrollHeight - 4;
+  tail.textContent = text.join("\n") || "(empty)";
+  if (atEnd) tail.scrollTop = tail.scrollHeight;  // follow the newest lines unless the user scrolled up
 }
 
 async function refreshSwitches() {

@@ -5,7 +5,7 @@ import { h, ms } from "./dom.js";
 const CLASS_COLOURS = { "2xx": "#15803d", "4xx": "#b45309", "5xx": "#b91c1c", "503-busy": "#7c3aed", "client-disconnect": "#9ca3af" };
 
 function label(bound) {
-  if (bound === null) return "more";
+  if (bound === null) return "∞";
   return bound >= 1000 ? `${bound / 1000}s` : `${bound}ms`;
 }
 

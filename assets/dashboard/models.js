@@ -47,6 +47,7 @@ export class ModelsView {
     this.report = report;
     this.admin = false;
     this.pending = new Set();
+    this.unfolded = new Set();  // catalog folds the user opened stay open across refreshes
   }
 
   async act(id, verb, call) {
@@ -96,15 +97,29 @@ export class ModelsView {
       h("td", {}, this.buttons(row)));
   }
 
+  table(rows) {
+    const head = ["Model", "Size", "Fit", "Languages", "State", "Runs on", ""].map((t) => h("th", {}, t));
+    return h("table", { className: "models" }, h("thead", {}, h("tr", {}, head)), h("tbody", {}, rows.map((r) => this.line(r))));
+  }
+
   render(rows) {
     this.rows = rows;
+    // Redraw only on a change: a redraw under the pointer swallows a click.
+    const drawn = JSON.stringify([rows, [...this.pending], this.admin]);
+    if (drawn === this.drawn) return;
+    this.drawn = drawn;
     const groups = CAPABILITIES.map(([capability, title]) => {
       const members = rows.filter((r) => r.capability === capability);
       if (members.length === 0) return null;
-      members.sort((a, b) => Number(b.installed) - Number(a.installed) || (a.size_bytes || 0) - (b.size_bytes || 0));
-      return h("div", { className: "group" }, h("h3", {}, title),
-        h("table", { className: "models" }, h("thead", {}, h("tr", {}, ["Model", "Size", "Fit", "Languages", "State", "Runs on", ""].map((t) => h("th", {}, t)))),
-          h("tbody", {}, members.map((r) => this.line(r)))));
+      members.sort((a, b) => (a.size_bytes || 0) - (b.size_bytes || 0));
+      // Installed models and downloads in flight first; the rest of the catalog folds away.
+      const mine = members.filter((r) => r.installed || IN_FLIGHT.includes(r.state));
+      const more = members.filter((r) => !mine.includes(r));
+      const folded = more.length ? h("details", { open: this.unfolded.has(capability) },
+        h("summary", {}, `${more.length} more to install`), this.table(more)) : null;
+      if (folded) folded.addEventListener("toggle", () => folded.open ? this.unfolded.add(capability) : this.unfolded.delete(capability));
+      return h("div", { className: "group", id: `group-${capability}` }, h("h3", {}, title),
+        mine.length ? this.table(mine) : h("p", { className: "muted" }, "None installed yet."), folded);
     });
     replace(this.root, groups);
   }
