@@ -45,8 +45,10 @@ def test_login_without_or_with_a_wrong_token_is_refused(server: ServerProcess) -
 
 def test_another_site_cannot_act_even_with_the_cookie(server: ServerProcess) -> None:
     cookies = {"aistack_admin": server.admin_token}
-    answer = httpx.post(server.url + SWITCHES, json={}, cookies=cookies, headers={"Origin": "https://evil.example"})
-    assert answer.status_code == 403
+    evil = {"Origin": "https://evil.example"}
+    assert httpx.post(server.url + SWITCHES, json={}, cookies=cookies, headers=evil).status_code == 403
+    assert httpx.get(server.url + "/admin/api/logs", cookies=cookies, headers=evil).status_code == 403  # nor read
+    assert httpx.get(server.url + "/admin/api/logs", cookies=cookies).status_code == 200
 
 
 def test_docs_load_their_files_from_this_server(server: ServerProcess) -> None:
