@@ -7,7 +7,10 @@ behind the real probe interface. The HTTP test reads this machine for real.
 
 from __future__ import annotations
 
+import os
 import re
+import subprocess
+import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -16,7 +19,7 @@ import httpx
 from models.catalog import Catalog, HubSource, WheelSource
 from models.fit import Hardware, fit, read_hardware, recommended
 from models.gpu import GpuReading
-from tests.conftest import ServerProcess
+from tests.conftest import ROOT, ServerProcess, free_port
 
 GB = 10**9
 NO_GPU_24GB = Hardware(ram_total=24 * GB, disk_free=100 * GB)
@@ -108,3 +111,30 @@ def test_catalog_endpoint_marks_every_entry_on_this_machine(tmp_path: Path, star
 def test_first_run_says_what_is_installed(starter_data_dir: Path, server: ServerProcess) -> None:
     first_run = httpx.get(server.url + "/admin/api/status", timeout=30).json()["first_run"]
     assert all(first_run[c]["installed"] is True for c in ("asr", "tts", "llm"))
+
+
+def _cli(data_dir: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "AISTACK_DATA_DIR": str(data_dir), "HF_ENDPOINT": f"http://127.0.0.1:{free_port()}"}
+    return subprocess.run([sys.executable, "-m", "app", "models", *args], cwd=ROOT, env=env, capture_output=True,
+                          text=True, timeout=120)
+
+
+def test_cli_catalog_and_install_recommended(tmp_path: Path) -> None:
+    listing = _cli(tmp_path / "data", "catalog")
+    assert listing.returncode == 0, listing.stderr
+    assert listing.stdout.startswith("This PC: ") and "* = recommended" in listing.stdout
+    rows = {line[2:].split()[0]: line for line in listing.stdout.splitlines() if line[:1] in ("*", " ") and line[2:3].strip()}
+    catalog = Catalog()
+    assert set(rows) >= {e.id for e in catalog.entries}
+    assert all(re.search(r"\b(fits|tight|too big)\b", rows[e.id]) for e in catalog.entries)
+    starred = {model_id for model_id, line in rows.items() if line.startswith("*")}
+    assert len(starred) == 3
+
+    # Hugging Face is unreachable here: the set is named, each install is tried and says why it failed.
+    result = _cli(tmp_path / "data", "install", "--recommended")
+    assert result.returncode == 1
+    named = result.stdout.splitlines()[0]
+    assert named.startswith("Recommended for this PC: ") and all(model_id in named for model_id in starred)
+    for model_id in starred:
+        assert f"aistack: {model_id}: Could not reach Hugging Face at http://127.0.0.1:" in result.stderr
+    assert "Traceback" not in result.stderr
