@@ -56,11 +56,17 @@ def check_address(url: str, origin: str, *, provider: str) -> None:
 
 
 def open_stream(client: httpx.Client, method: str, url: str, headers: dict[str, str], *, provider: str) -> httpx.Response:
-    """Send a request and follow redirects by hand, each one checked. The caller closes the response."""
+    """Send a request and follow redirects by hand, each one checked. The caller closes the response.
+
+    The login token (`Authorization`) goes only to the host the request started at, never to a CDN.
+    """
     origin = url
     check_address(url, origin, provider=provider)
     for _ in range(MAX_REDIRECTS + 1):
-        response = client.send(client.build_request(method, url, headers=headers), stream=True, follow_redirects=False)
+        request = client.build_request(method, url, headers=headers)
+        if urlsplit(url).netloc != urlsplit(origin).netloc:
+            request.headers.pop("Authorization", None)
+        response = client.send(request, stream=True, follow_redirects=False)
         if not response.has_redirect_location:
             return response
         response.close()
