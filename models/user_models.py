@@ -17,6 +17,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from models import fetch as transfer
 from models import hub
 from models.catalog import Capability, CatalogEntry, HubSource, LocalSource, ModelFile
 from models.download import gguf_facts
@@ -190,12 +191,15 @@ def _stage_and_commit(store: ModelStore, entry: CatalogEntry, files: list[Path],
         for f in files:
             target = staged / validate_file_name(f.name)
             if link:
-                target.symlink_to(f.resolve())
+                try:
+                    target.symlink_to(f.resolve())
+                except OSError as exc:  # Windows without the right to make links
+                    raise Malformed(f"Could not link to {f.name} ({exc.strerror}). Import it without --link to copy it.") from None
                 done += f.stat().st_size
                 continue
             with f.open("rb") as src, target.open("wb") as dst:
                 while block := src.read(hub.CHUNK * 4):
-                    dst.write(block)
+                    transfer.write(dst, block, f.name)
                     done += len(block)
                     if progress:
                         progress(done, total)
