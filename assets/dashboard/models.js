@@ -70,7 +70,12 @@ export class ModelsView {
     const button = (verb, label, call) =>
       h("button", { id: `${verb}-${id}`, className: "admin", disabled, onclick: () => this.act(id, label, call) }, label);
     const state = row.state || (row.installed ? "installed" : "available");
-    if (IN_FLIGHT.includes(state)) return [button("cancel", "Cancel", () => del(path))];
+    if (IN_FLIGHT.includes(state)) {
+      return [button("pause", "Pause", () => del(`${path}?partial=keep`)), button("cancel", "Cancel", () => del(path))];
+    }
+    if (!row.installed && row.download && row.download.state === "paused") {
+      return [button("install", "Resume", () => post(`${path}/install`)), button("cancel", "Discard", () => del(path))];
+    }
     if (!row.installed) {
       return row.engine_available === false ? [h("span", { className: "muted" }, "engine not available")]
         : [button("install", "Install", () => post(`${path}/install`))];
@@ -84,7 +89,8 @@ export class ModelsView {
   }
 
   line(row) {
-    const state = row.state || (row.installed ? "installed" : "available");
+    const paused = !row.installed && row.download && row.download.state === "paused";
+    const state = paused ? "paused" : row.state || (row.installed ? "installed" : "available");
     return h("tr", { id: `model-${row.id}`, "data-state": state },
       h("td", {}, h("div", { className: "mono" }, row.id),
         row.quality || row.description ? h("div", { className: "muted" }, row.quality || row.description) : null),
@@ -113,7 +119,7 @@ export class ModelsView {
       if (members.length === 0) return null;
       members.sort((a, b) => (a.size_bytes || 0) - (b.size_bytes || 0));
       // Installed models and downloads in flight first; the rest of the catalog folds away.
-      const mine = members.filter((r) => r.installed || IN_FLIGHT.includes(r.state));
+      const mine = members.filter((r) => r.installed || IN_FLIGHT.includes(r.state) || r.download);
       const more = members.filter((r) => !mine.includes(r));
       const folded = more.length ? h("details", { open: this.unfolded.has(capability) },
         h("summary", {}, `${more.length} more to install`), this.table(more)) : null;
