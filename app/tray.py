@@ -195,8 +195,10 @@ class Tray:
         try:
             self.icon.run(setup=self._setup)
         except Exception:
-            log.exception("the tray icon failed; running headless")
-            if not self._stopping.is_set():
+            if self._stopping.is_set():  # e.g. GTK's notification service missing at the loop's end
+                log.debug("the tray icon's loop ended with an error while stopping", exc_info=True)
+            else:
+                log.exception("the tray icon failed; running headless")
                 return _run_headless(self.server)
         finally:
             self._loop_ended.set()
