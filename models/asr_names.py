@@ -17,11 +17,11 @@ from dataclasses import dataclass
 from models.catalog import WHISPER_LANGUAGES
 from models.errors import Malformed
 from models.naming import not_available
+from models.runtime.registry import WHISPER
 from models.store import InstalledModel, ModelStore
 
 AUTO_NAMES = ("", "auto", "default")
 OPENAI_NAME = "whisper-1"
-WHISPER_ENGINE = "faster-whisper"
 
 # Best first. An English-only model ranks just above the multilingual model of its size for English.
 QUALITY = ("large-v3", "large-v3-turbo", "distil-large-v3", "medium", "small", "distil-small", "base", "tiny")
@@ -59,7 +59,7 @@ def resolve_asr(
     text = (name or "").strip()
     lowered = text.lower()
     if lowered in AUTO_NAMES or lowered == OPENAI_NAME:
-        pool = [m for m in candidates if m.engine == WHISPER_ENGINE] if lowered == OPENAI_NAME else candidates
+        pool = [m for m in candidates if m.engine == WHISPER.name] if lowered == OPENAI_NAME else candidates
         return _best(pool or candidates, language=language, translate=translate, asked=text or "auto")
     found = store.find(text, "asr")
     if found is not None and found in candidates:

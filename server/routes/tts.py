@@ -64,9 +64,9 @@ class SpeechRequest(BaseModel):
         None, description="audio (default: chunked audio bytes) or sse (speech.audio.delta events). sse implies stream."
     )
     language: str | None = Field(None, description="Language hint: picks a voice of that language for OpenAI names.")
-    task_type: str | None = Field(None, description="CustomVoice (default). piper voices cannot clone or design voices.")
+    task_type: str | None = Field(None, description="CustomVoice (default). The installed voices cannot clone or design voices.")
     speaker: str | int | None = Field(None, description="aistack: speaker of a multi-speaker voice, by name or index.")
-    instructions: str | None = Field(None, description="OpenAI field; piper voices cannot follow it, so it is ignored.")
+    instructions: str | None = Field(None, description="OpenAI field; the installed voices cannot follow it, so it is ignored.")
     keep_alive: float | str | None = Field(None, description="aistack: how long the voice stays loaded after this request.")
 
 
@@ -170,7 +170,7 @@ def _checked_input(body: SpeechRequest, settings: Settings) -> str:
     task = (body.task_type or "CustomVoice").strip()
     if task != "CustomVoice":
         if task in TASK_TYPES:
-            raise Malformed(f"task_type {task} is not something piper voices can do. Use CustomVoice (or leave it out).")
+            raise Malformed(f"task_type {task} is not something the installed voices can do. Use CustomVoice (or leave it out).")
         raise Malformed(f"Unknown task_type '{task[:40]}'. Use CustomVoice (or leave it out).")
     text = body.input
     if not text.strip():
