@@ -1,6 +1,6 @@
 ; The aistack installer: per-user, no admin rights.
 ;
-;   makensis -DVERSION=0.1.0 -DVI_VERSION=0.1.0.0 -DAPP_DIR=dist/aistack -DOUT_FILE=dist/aistack-0.1.0-setup.exe [-DICON=assets/aistack.ico] aistack.nsi
+;   makensis -DVERSION=0.1.0 -DVI_VERSION=0.1.0.0 -DAPP_DIR=dist/aistack -DOUT_FILE=dist/aistack-0.1.0-setup.exe [-DICON=assets/icons/aistack.ico] aistack.nsi
 ;   (installer/build.py --installer passes these)
 ;
 ; Installs the PyInstaller onedir into %LOCALAPPDATA%\Programs\aistack, adds a Start-menu
@@ -14,9 +14,10 @@
 Unicode true
 ManifestDPIAware true
 RequestExecutionLevel user
-SetCompressor /SOLID lzma
 !ifdef NO_COMPRESS
-  SetCompress off
+  SetCompress off  ; tests: the payload stored as it is, compiled in seconds
+!else
+  SetCompressor /SOLID lzma
 !endif
 
 !ifndef VERSION

@@ -25,7 +25,7 @@ ROOT = Path(__file__).resolve().parent.parent
 SPEC = ROOT / "pyinstaller.spec"
 NSIS_SCRIPT = ROOT / "installer" / "aistack.nsi"
 LINUX_DIR = ROOT / "installer" / "linux"
-ASSETS = ROOT / "assets"
+APP_ICON = ROOT / "assets" / "icons" / "aistack.ico"  # drawn by app/icons.py
 sys.path.insert(0, str(ROOT / "installer"))
 
 from build_version import app_version, four_numbers  # noqa: E402
@@ -83,9 +83,7 @@ def build_installer(app_dir: Path, out_dir: Path, compress: bool = True, variant
     out_file = out_dir / f"aistack-{app_version()}{'-' + variant if variant else ''}-setup.exe"
     defines = {"VERSION": app_version(), "VI_VERSION": ".".join(map(str, four_numbers(app_version()))),
                "APP_DIR": str(app_dir.resolve()), "OUT_FILE": str(out_file.resolve())}
-    icon = ASSETS / "aistack.ico"
-    if icon.is_file():
-        defines["ICON"] = str(icon.resolve())
+    defines["ICON"] = str(APP_ICON)
     if not compress:
         defines["NO_COMPRESS"] = "1"
     cmd = [makensis, "-V2", "-INPUTCHARSET", "UTF8", *(f"-D{k}={v}" for k, v in defines.items()), str(NSIS_SCRIPT)]
@@ -97,14 +95,16 @@ def build_tarball(app_dir: Path, out_dir: Path) -> Path:
     """The onedir as aistack/ in a .tar.gz, with the .desktop file, its installer script and the icon."""
     arch = platform.machine().lower() or "unknown"
     out_file = out_dir / f"aistack-{app_version()}-linux-{arch}.tar.gz"
-    extras = [LINUX_DIR / "aistack.desktop", LINUX_DIR / "install-desktop-entry.sh"]
-    icon = ASSETS / "aistack.png"
-    if icon.is_file():
-        extras.append(icon)
+    from PIL import Image
+
+    icon = out_dir / "aistack.png"
+    with Image.open(APP_ICON) as ico:  # an .ico opens at its largest picture (256 px)
+        ico.save(icon)
     with tarfile.open(out_file, "w:gz", compresslevel=6) as tar:
         tar.add(app_dir, arcname="aistack")
-        for extra in extras:
+        for extra in (LINUX_DIR / "aistack.desktop", LINUX_DIR / "install-desktop-entry.sh", icon):
             tar.add(extra, arcname=f"aistack/{extra.name}")
+    icon.unlink()
     return out_file
 
 

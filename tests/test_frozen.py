@@ -198,4 +198,5 @@ def test_installer_compiles_to_a_windows_executable(app_dir: Path, tmp_path: Pat
     assert head[:2] == b"MZ", "not a DOS/Windows executable"
     (pe_offset,) = struct.unpack_from("<I", head, 0x3C)
     assert head[pe_offset:pe_offset + 4] == b"PE\0\0", "no PE header"
-    assert setup.stat().st_size > sum(f.stat().st_size for f in app_dir.rglob("*") if f.is_file()) * 0.9
+    payload = sum(f.lstat().st_size for f in app_dir.rglob("*") if f.is_file() and not f.is_symlink())
+    assert setup.stat().st_size > payload * 0.8, "the app is not inside the installer"  # NSIS stores identical files once
