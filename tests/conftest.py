@@ -10,6 +10,7 @@
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -64,3 +65,27 @@ def start_server(tmp_path: Path) -> Iterator[Callable[..., ServerProcess]]:
     yield start
     for proc in started:
         proc.stop()
+
+
+@pytest.fixture(scope="session")
+def long_transcript(server: ServerProcess) -> dict[str, object]:
+    """The long clip (tests.speech.LONG_TEXT as mp3, about 53 s) transcribed once as plain verbose_json.
+
+    `{"body": <verbose_json>, "seconds": <time the request took, model already loaded>, "request_id": ...}`:
+    tests that only read the transcript, and timing tests that compare against it, share this one run.
+    """
+    import uuid
+
+    from tests.speech import LONG_TEXT, SHORT_TEXT, clip
+
+    url = "/v1/audio/transcriptions"
+    request_id = f"asr-long-{uuid.uuid4().hex[:8]}"
+    with httpx.Client(base_url=server.url, timeout=300) as client:
+        warm = client.post(url, files={"file": ("clip.mp3", clip(SHORT_TEXT, "mp3"))})  # load time must not count
+        assert warm.status_code == 200, warm.text
+        started = time.perf_counter()
+        response = client.post(url, files={"file": ("long.mp3", clip(LONG_TEXT, "mp3"))},
+                               data={"response_format": "verbose_json"}, headers={"X-Request-ID": request_id})
+        seconds = time.perf_counter() - started
+    assert response.status_code == 200, response.text
+    return {"body": response.json(), "seconds": seconds, "request_id": request_id}

@@ -1,4 +1,6 @@
-"""Seeded faults: break one README promise on purpose, without editing product code.
+"""Seeded faults, and a machine of a given RAM size, for server processes the tests start.
+
+Faults break one README promise on purpose, without editing product code.
 
 Python imports `sitecustomize` at start-up from the first folder on its path
 that has one. `tests/faults/run.py` (or a person) puts this folder on
@@ -10,6 +12,12 @@ the pytest process then all start with the fault in place. With no
 Each fault patches its target module right after that module is first
 imported (an import hook), so processes that never import the target pay
 nothing. The list of faults and the tests that catch them is `tests/faults.md`.
+
+`AISTACK_TEST_RAM_MB` is not a fault: it gives the server a machine with that
+much RAM, where each loaded model uses exactly the memory the manager estimates
+for it (through the manager's own `MemoryProbe` interface). Eviction tests on
+the real starter models then get the same decisions on any machine, instead of
+depending on how much RAM the shared test machine has free at that moment.
 """
 
 from __future__ import annotations
@@ -84,6 +92,33 @@ def voice_row_dropped(module: ModuleType) -> bool:
     return True
 
 
+def machine_ram(module: ModuleType) -> bool:
+    """The manager reads free RAM from a machine of AISTACK_TEST_RAM_MB where only its loaded models use memory."""
+    cls = getattr(module, "Manager", None)
+    if cls is None:
+        return False
+    from models.runtime import placement
+
+    total = int(float(os.environ["AISTACK_TEST_RAM_MB"]) * 2**20)
+
+    class Machine:
+        def __init__(self, manager: Any):
+            self.manager = manager
+
+        def ram_available(self) -> int:
+            loaded = [m for m in self.manager.store.installed() if self.manager.status(m.id).get("loaded")]
+            return total - sum(placement.memory_need(m, self.manager.settings.llm_context) for m in loaded)
+
+    original = cls.__init__
+
+    def __init__(self: Any, *args: Any, **kwargs: Any) -> None:
+        original(self, *args, **kwargs)
+        self.memory = Machine(self)
+
+    cls.__init__ = __init__
+    return True
+
+
 # fault id -> (modules that may hold the target, the patch)
 SEEDS: dict[str, tuple[Sequence[str], Callable[[ModuleType], bool]]] = {
     "held-stream": (("starlette.responses",), held_stream),
@@ -132,6 +167,8 @@ class _PatchingLoader(importlib.abc.Loader):
 
 def install(faults: Sequence[str]) -> None:
     patches: dict[str, list[Callable[[ModuleType], bool]]] = {}
+    if os.environ.get("AISTACK_TEST_RAM_MB"):
+        patches["models.manager"] = [machine_ram]
     for fault in faults:
         if fault not in SEEDS:
             raise SystemExit(f"AISTACK_FAULT: unknown fault '{fault}'; known: {', '.join(SEEDS)}")
@@ -141,5 +178,5 @@ def install(faults: Sequence[str]) -> None:
     sys.meta_path.insert(0, _PatchAfterImport(patches))
 
 
-if FAULTS:
+if FAULTS or os.environ.get("AISTACK_TEST_RAM_MB"):
     install(FAULTS)
