@@ -129,22 +129,32 @@ def _run_headless(server: ServerThread) -> int:
 
 def show_problem(pystray: ModuleType, message: str) -> None:
     """Show the error icon with `message` and a notification for a while (the app is about to exit)."""
-    def quit(icon: Any) -> None:
-        icon.stop()
-
-    menu = pystray.Menu(pystray.MenuItem(message, None, enabled=False), pystray.MenuItem("Quit", quit))
+    dismissed = threading.Event()
+    menu = pystray.Menu(pystray.MenuItem(message, None, enabled=False), pystray.MenuItem("Quit", lambda: dismissed.set()))
     icon = pystray.Icon("aistack", icons.load(icons.IconState.ERROR), f"aistack: {message}"[:127], menu=menu)
+    nudger = XorgNudger(icon)
 
     def setup(icon: Any) -> None:
         icon.visible = True
         if icon.HAS_NOTIFICATION:
             icon.notify(message, "aistack cannot start")
-        threading.Timer(PROBLEM_SHOWN_SEC, icon.stop).start()
+        dismissed.wait(PROBLEM_SHOWN_SEC)
+        _stop_icon(icon, nudger)
 
+    if XorgNudger.needed(icon):
+        nudger.start()
     try:
         icon.run(setup)
     except Exception:
         log.warning("could not show the tray icon for this problem", exc_info=True)
+    finally:
+        nudger.stop()
+
+
+def _stop_icon(icon: Any, nudger: XorgNudger) -> None:
+    """End the icon's loop from any thread (the plain-X backend needs its loop to do it itself)."""
+    if not (XorgNudger.needed(icon) and nudger.stop_icon()):
+        icon.stop()
 
 
 def _on_signals(handler: Callable[[], None]) -> None:
@@ -298,8 +308,7 @@ class Tray:
     def _quit_now(self) -> None:
         self.icon.title = "aistack: stopping"
         self._shut_down()
-        if not (XorgNudger.needed(self.icon) and self._nudger.stop_icon()):
-            self.icon.stop()
+        _stop_icon(self.icon, self._nudger)
         if not self._loop_ended.wait(LOOP_END_WAIT_SEC):
             # Everything is stopped already; a tray loop that does not end must not keep the process.
             log.warning("the tray icon's loop did not end; exiting anyway")

@@ -57,7 +57,7 @@ class XorgNudger:
                 connection.flush()
             finally:
                 connection.close()
-        except Exception:  # noqa: BLE001 - the caller falls back to pystray's stop
+        except Exception:  # the caller falls back to pystray's stop
             log.debug("could not ask the X loop to stop", exc_info=True)
             return False
         return True

@@ -14,6 +14,7 @@ import logging
 import os
 import queue
 import signal
+import sys
 import threading
 import traceback
 from multiprocessing.connection import Connection
@@ -77,10 +78,31 @@ class _Inbox:
             return job_id in self.cancelled
 
 
+def _output_to_log_file() -> None:
+    """Send this process's stdout and stderr (fds 1 and 2 too) to the file the app names in AISTACK_RUNNER_LOG.
+
+    A windowed build gives a runner no stdout or stderr at all, and llama.cpp and tqdm write to them
+    anyway; the tray app (app.logs) names `logs/runners.log` so their output is kept, not lost or fatal.
+    """
+    path = os.environ.get("AISTACK_RUNNER_LOG")
+    if not path:
+        return
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    except OSError:
+        return
+    os.dup2(fd, 1)
+    os.dup2(fd, 2)
+    os.close(fd)
+    sys.stdout = open(1, "w", encoding="utf-8", errors="replace", buffering=1, closefd=False)
+    sys.stderr = open(2, "w", encoding="utf-8", errors="replace", buffering=1, closefd=False)
+
+
 def main(conn: Connection, load: Load) -> None:
     """Entry point of the runner process (target of `multiprocessing.Process`)."""
     # Ctrl+C in a terminal reaches the whole process group; the server shuts its runners down itself.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    _output_to_log_file()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s runner[%(process)d] %(levelname)s %(message)s")
     spec = load.spec
     provider = str(spec.get("engine", "engine"))

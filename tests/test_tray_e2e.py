@@ -262,6 +262,8 @@ def test_plain_x_tray_docks_hands_over_and_stops_on_sigterm(display: str, data_d
     try:
         assert_icon_docked(display, app, tmp_path / "xorg-icon.png")
         runner = load_a_model(app)
+        # The runner's own output goes to logs/runners.log (a windowed build has no stdout to give it).
+        assert f"runner[{runner.pid}]" in (data_dir / "logs" / "runners.log").read_text()
         assert_second_launch_hands_over(app)
         os.kill(app.pid, signal.SIGTERM)
         assert_everything_stopped(app, runner)
