@@ -57,14 +57,14 @@ def llama_need(header: GgufHeader, context: int) -> LlamaNeed:
         match = _LAYER.match(tensor.name)
         if match:
             index = int(match.group(1))
-            per_layer[index] = per_layer.get(index, 0) + tensor.nbytes
+            per_layer[index] = per_layer.get(index, 0) + (tensor.nbytes or 0)
         elif tensor.name.startswith("output"):
-            output += tensor.nbytes
+            output += tensor.nbytes or 0
     if output == 0:  # tied embeddings: the head is the token table, copied to the GPU
-        output = next((t.nbytes for t in header.tensors if t.name == "token_embd.weight"), 0)
+        output = next((t.nbytes or 0 for t in header.tensors if t.name == "token_embd.weight"), 0)
     layers = header.layer_count or len(per_layer)
     width, heads = header.embedding_length or 0, header.head_count or 1
-    kv_heads = header.head_count_kv or heads
+    kv_heads: int = header.head_count_kv or heads
     kv_layer = 2 * context * (width * kv_heads // heads) * 2
     return LlamaNeed(
         layers=layers,
