@@ -249,7 +249,14 @@ def test_gtk_tray_docks_shows_its_menu_and_quits_from_it(display: str, data_dir:
                         "the menu to open")[0]
         time.sleep(1.0)  # the menu draws after it maps
         mleft, mtop, mwidth, mheight = menu
-        screenshot(display, shots(tmp_path) / "tray-menu.png", (mleft - 10, 0, 800 - mleft + 10, mtop + mheight + 10))
+        # Open the Chat submenu (the sixth row: title, GPU, separator, three capabilities): the loaded model is checked.
+        shown = visible_windows(display)
+        x("xdotool", "mousemove", str(mleft + 60), str(mtop + 117), display=display)
+        submenu = wait_for(lambda: [g for w, g in visible_windows(display).items() if w not in shown and g[3] > 20], 10,
+                           "the Chat submenu to open")[0]
+        time.sleep(1.0)
+        left_edge = min(mleft, submenu[0]) - 10
+        screenshot(display, shots(tmp_path) / "tray-menu.png", (left_edge, 0, 800 - left_edge, mtop + mheight + 10))
         x("xdotool", "mousemove", str(mleft + 40), str(mtop + mheight - 14), "click", "1", display=display)  # Quit
         assert_everything_stopped(app, runner)
         assert "quitting" in (data_dir / "logs" / "aistack.log").read_text()
