@@ -6,14 +6,29 @@ import json
 from pathlib import Path
 from typing import Any
 
+from models.engines.base import JobContext
 from tests.engines import ScriptedEngine
 
 ENGINES = {"scripted-gpu": "tests.gpu_engines:GpuScriptedEngine"}
 
 
 class GpuScriptedEngine(ScriptedEngine):
+    """`{"cuda_error": true}` fails the job the way a driver reset does, classified as the real engines do."""
+
+    gpu_lost = False
+
     def info(self) -> dict[str, Any]:
         return {**super().info(), "device": "cuda"}
+
+    def run(self, job: dict[str, Any], ctx: JobContext) -> dict[str, Any]:
+        if not job.get("cuda_error"):
+            return super().run(job, ctx)
+        from models.device_choice import gpu_lost_error, is_cuda_failure
+
+        exc = RuntimeError("CUDA error: an illegal memory access was encountered")
+        assert is_cuda_failure(exc)
+        self.gpu_lost = True
+        raise gpu_lost_error("scripted-gpu", exc) from exc
 
 
 def install_gpu_model(data_dir: Path, model_id: str, vram_bytes: int) -> None:

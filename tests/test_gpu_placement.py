@@ -76,3 +76,15 @@ def test_a_model_the_user_loaded_stays_on_the_gpu(server: InProcessServer) -> No
     # Nothing left to evict: the model still loads (device choice puts it on the CPU or splits it), nobody is unloaded.
     assert run(server, "second").status_code == 200
     assert on_gpu(server) == {"first", "second", "third"}
+
+
+def test_a_cuda_error_mid_job_is_a_503_and_the_next_request_gets_a_fresh_runner(server: InProcessServer) -> None:
+    first = run(server, "first").json()["result"]["pid"]
+    with server.client() as client:
+        failed = client.post("/test/run/first", json={"job": {"cuda_error": True}})
+    assert failed.status_code == 503
+    error = failed.json()["error"]
+    assert error["message"].startswith("The GPU failed during this request (CUDA error: an illegal memory access")
+    assert "reloaded on the next request" in error["message"]
+    again = run(server, "first")
+    assert again.status_code == 200 and again.json()["result"]["pid"] != first
