@@ -37,23 +37,29 @@ class AdminClient:
     def unload_all(self) -> dict[str, Any]:
         return self._call("POST", "/admin/api/unload-all", timeout=120)
 
-    def _call(self, method: str, path: str, timeout: float | None = None) -> dict[str, Any]:
-        request = urllib.request.Request(
-            self.base_url + path, method=method, data=b"" if method == "POST" else None,
-            headers={"X-Aistack-Admin-Token": self.token, "Accept": "application/json"},
-        )
+    def set_game_mode(self, enabled: bool) -> dict[str, Any]:
+        return self._call("POST", "/admin/api/game-mode", {"enabled": enabled}, timeout=60)
+
+    def _call(self, method: str, path: str, body: dict[str, Any] | None = None, timeout: float | None = None) -> dict[str, Any]:
+        headers = {"X-Aistack-Admin-Token": self.token, "Accept": "application/json"}
+        data = None
+        if method == "POST":
+            data = json.dumps(body).encode() if body is not None else b""
+            if body is not None:
+                headers["Content-Type"] = "application/json"
+        request = urllib.request.Request(self.base_url + path, method=method, data=data, headers=headers)
         try:
             with urllib.request.urlopen(request, timeout=timeout or self.timeout) as response:
-                body = response.read()
+                answer = response.read()
         except urllib.error.HTTPError as exc:
             raise AdminError(_message(exc.read()) or f"HTTP {exc.code} from {path}") from None
         except (OSError, ValueError) as exc:
             raise AdminError(f"aistack at {self.base_url} does not answer ({exc})") from None
         try:
-            data = json.loads(body or b"{}")
+            result = json.loads(answer or b"{}")
         except ValueError:
             raise AdminError(f"{path} answered with something that is not JSON") from None
-        return data if isinstance(data, dict) else {"data": data}
+        return result if isinstance(result, dict) else {"data": result}
 
 
 def _message(body: bytes) -> str | None:

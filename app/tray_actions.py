@@ -76,6 +76,14 @@ class Actions:
         except (OSError, autostart.AutostartError) as exc:
             self.notify(f"Start at login could not be changed: {exc}")
 
+    def set_game_mode(self, on: bool) -> None:
+        try:
+            self.client.set_game_mode(on)
+        except AdminError as exc:
+            self.notify(f"Game mode could not be changed: {exc}")
+            return
+        log.info("tray: game mode %s", "on" if on else "off")
+
     def quit(self) -> None:
         self.on_quit()
 

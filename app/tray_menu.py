@@ -48,6 +48,7 @@ class TrayActions(Protocol):
     def open_logs(self) -> None: ...
     def copy_address(self) -> None: ...
     def set_autostart(self, on: bool) -> None: ...
+    def set_game_mode(self, on: bool) -> None: ...
     def quit(self) -> None: ...
 
 
@@ -84,6 +85,7 @@ def build_menu(view: TrayView, actions: TrayActions) -> list[Entry]:
     entries.append(SEPARATOR)
     entries += [
         _free_memory_entry(view, actions),
+        *_game_mode_entry(view, actions),
         Entry("Open dashboard", actions.open_dashboard, default=True),
         Entry("Open models folder", actions.open_models_folder),
         Entry("Open logs", actions.open_logs),
@@ -150,6 +152,17 @@ def _free_memory_entry(view: TrayView, actions: TrayActions) -> Entry:
     if not view.loaded:
         return Entry(f"{label}: nothing is loaded", enabled=False)
     return Entry(label, actions.free_memory)
+
+
+def _game_mode_entry(view: TrayView, actions: TrayActions) -> list[Entry]:
+    game_mode = (view.status or {}).get("game_mode")
+    if not isinstance(game_mode, dict):
+        return []  # a server without game mode
+    enabled = bool(game_mode.get("enabled"))
+    label = "Game mode (step aside while a game uses the GPU)"
+    if enabled and game_mode.get("active"):
+        label = f"Game mode: active ({_clip(str(game_mode.get('reason') or 'a game uses the GPU'), 60)})"
+    return [Entry(label, partial(actions.set_game_mode, not enabled), checked=enabled)]
 
 
 def _autostart_entry(view: TrayView, actions: TrayActions) -> Entry:

@@ -135,6 +135,8 @@ def test_menu_lists_the_starter_models_with_state_and_the_fixed_items(tray: Tray
     assert free.label.endswith(": nothing is loaded") and not free.enabled
     assert tray.item("Open dashboard").default
     assert tray.item("Copy API address").label == f"Copy API address ({tray.server.url})"
+    game = tray.item("Game mode")
+    assert game.label == "Game mode (step aside while a game uses the GPU)" and game.checked is False and game.enabled
     login = tray.item("Start at login")
     assert login.checked is False and login.enabled
     assert labels[-1] == "Quit" and entries[-2].is_separator
@@ -203,6 +205,15 @@ def test_open_items_hand_the_folder_page_and_address_to_the_desktop(tray: Tray, 
     assert tray.notes == []
 
 
+def test_game_mode_check_item_switches_it_through_the_admin_api(tray: Tray) -> None:
+    tray.click("Game mode")
+    assert tray.client.status()["game_mode"]["enabled"] is True
+    assert tray.item("Game mode").checked is True
+    tray.click("Game mode")
+    assert tray.client.status()["game_mode"]["enabled"] is False
+    assert tray.item("Game mode").checked is False and tray.notes == []
+
+
 def test_quit_item_ends_the_app(tray: Tray) -> None:
     tray.click("Quit")
     assert tray.quit_asked
@@ -269,3 +280,16 @@ def test_shipped_icons_are_the_drawn_ones_at_every_size() -> None:
         with Image.open(icon_folder() / f"{state.value}.ico") as ico:
             assert ico.info["sizes"] == set(ICO_SIZES)
     assert (icon_folder() / "aistack.ico").read_bytes() == (icon_folder() / "idle.ico").read_bytes()
+
+
+def test_active_game_mode_says_why_in_its_label() -> None:
+    status = {"models": [], "gpu": {"available": True, "name": "RTX 4070", "memory_used_bytes": 9.1e9, "memory_total_bytes": 12e9},
+              "game_mode": {"enabled": True, "active": True, "reason": "game.exe uses 8.2 GB of VRAM"}}
+    view = TrayView(address="http://127.0.0.1:11500", status=status)
+    entries = build_menu(view, Actions(Settings(), AdminClient("http://127.0.0.1:9", ""), print, lambda: None))
+    labels = [e.label for e in entries]
+    assert labels[1] == "RTX 4070: VRAM 9.1 / 12 GB"
+    game = next(e for e in entries if e.label.startswith("Game mode"))
+    assert game.label == "Game mode: active (game.exe uses 8.2 GB of VRAM)" and game.checked is True
+    assert "Free GPU memory: nothing is loaded" in labels
+    assert icon_state(view) == IconState.IDLE
