@@ -35,7 +35,7 @@ def launch_command() -> list[str]:
 
 def command_line(argv: list[str]) -> str:
     if sys.platform == "win32":
-        return " ".join(f'"{part}"' if " " in part or not part else part for part in argv)
+        return " ".join(f'"{part}"' for part in argv)  # as the installer writes it: "C:\...\aistack.exe"
     return shlex.join(argv)
 
 
