@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import shutil
 import signal
 import struct
 import subprocess
@@ -83,13 +84,20 @@ def _frozen_env(data_dir: Path, **extra: str) -> dict[str, str]:
 class FrozenServer:
     """`aistack-cli serve` from the onedir, on a free port."""
 
-    def __init__(self, app_dir: Path, data_dir: Path):
+    def __init__(self, app_dir: Path, data_dir: Path, executable: str = "aistack-cli"):
+        self.data_dir = data_dir
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log_file = data_dir / "frozen-server.log"
-        with self.log_file.open("wb") as log:
-            self.proc = subprocess.Popen([str(app_dir / f"aistack-cli{EXE}"), "serve", "--port", str(self.port)],
-                                         cwd=data_dir, env=_frozen_env(data_dir), stdout=log, stderr=subprocess.STDOUT)
+        command = [str(app_dir / f"{executable}{EXE}"), "serve", "--port", str(self.port)]
+        if executable == "aistack" and sys.platform == "win32":
+            # As Explorer starts it: no console and no standard handles (the app logs to data_dir/logs).
+            self.log_file = data_dir / "logs" / "aistack.log"
+            self.proc = subprocess.Popen(command, cwd=data_dir, env=_frozen_env(data_dir), close_fds=True,
+                                         creationflags=subprocess.DETACHED_PROCESS)  # type: ignore[attr-defined,unused-ignore]
+        else:
+            with self.log_file.open("wb") as log:
+                self.proc = subprocess.Popen(command, cwd=data_dir, env=_frozen_env(data_dir), stdout=log, stderr=subprocess.STDOUT)
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
             assert self.proc.poll() is None, f"frozen server exited with {self.proc.returncode}:\n{self.log()}"
@@ -101,7 +109,7 @@ class FrozenServer:
         raise AssertionError(f"frozen server never answered /health:\n{self.log()}")
 
     def log(self) -> str:
-        return self.log_file.read_text(errors="replace")
+        return self.log_file.read_text(errors="replace") if self.log_file.exists() else "(no log)"
 
     def runners(self) -> set[int]:
         return {child.pid for child in psutil.Process(self.proc.pid).children(recursive=True)}
@@ -188,6 +196,23 @@ def test_frozen_chat_recovers_after_its_runner_is_killed(frozen_server: FrozenSe
         assert again.status_code == 200, f"{again.text}\n{frozen_server.log()}"
         assert again.json()["choices"][0]["message"]["content"]
         assert (frozen_server.runners() - before) - chat_runners, "the recovered chat did not run in a fresh runner"
+
+
+@pytest.mark.skipif(sys.platform != "win32", reason="only Windows has windowed (no console) executables")
+def test_the_windowed_executable_serves_without_stdout(frozen_server: FrozenServer, app_dir: Path, tmp_path: Path) -> None:
+    """`aistack.exe` has no console: sys.stdout and sys.stderr are None in it and in its runners."""
+    data_dir = tmp_path / "windowed"
+    shutil.copytree(frozen_server.data_dir / "models", data_dir / "models")
+    windowed = FrozenServer(app_dir, data_dir, executable="aistack")
+    try:
+        with httpx.Client(base_url=windowed.url, timeout=120) as http:
+            speech = http.post("/v1/audio/speech", json={"model": "piper-en_US-joe-medium", "input": SENTENCE, "response_format": "wav"})
+            assert speech.status_code == 200, speech.text
+            chat = http.post("/v1/chat/completions", json={"model": "smollm2-135m-instruct", "max_tokens": 8,
+                                                           "messages": [{"role": "user", "content": "Say hello."}]})
+            assert chat.status_code == 200, chat.text
+    finally:
+        windowed.stop()
 
 
 def test_installer_compiles_to_a_windows_executable(app_dir: Path, tmp_path: Path) -> None:
