@@ -40,11 +40,14 @@ starter: install
 
 # Programs the end-to-end tests drive: a virtual X display with a system tray (tray test),
 # Chromium with its driver (dashboard test), makensis (installer test). Installed only when missing.
-SYSTEM_TEST_PROGRAMS := Xvfb trayer xdotool chromium chromedriver makensis import
-SYSTEM_TEST_PACKAGES := xvfb trayer xdotool x11-utils chromium chromium-driver nsis imagemagick libgomp1
+SYSTEM_TEST_PROGRAMS := Xvfb trayer xdotool chromium chromedriver makensis import dbus-run-session
+SYSTEM_TEST_PACKAGES := xvfb trayer xdotool x11-utils chromium chromium-driver nsis imagemagick libgomp1 \
+                        python3-gi gir1.2-gtk-3.0 dbus
 
 system-test-deps:
-	@missing=$$(for p in $(SYSTEM_TEST_PROGRAMS); do command -v $$p >/dev/null || echo $$p; done); \
+	@missing=$$(for p in $(SYSTEM_TEST_PROGRAMS); do command -v $$p >/dev/null || echo $$p; done; \
+	  [ -d /usr/lib/python3/dist-packages/gi ] || echo python3-gi; \
+	  ls /usr/lib/*/girepository-1.0/Gtk-3.0.typelib >/dev/null 2>&1 || echo gir1.2-gtk-3.0); \
 	if [ -n "$$missing" ]; then \
 	  echo "installing system packages for the end-to-end tests (missing: $$missing)"; \
 	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
