@@ -9,6 +9,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Sequence
 
@@ -34,7 +35,26 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+def open_standard_fds() -> None:
+    """Point any closed stdin, stdout or stderr (fds 0-2) at the null device.
+
+    A process started with them closed (a windowed launch, `<&- >&- 2>&-`) would
+    otherwise hand those numbers to the next file or socket it opens, and the
+    runner processes it spawns inherit that mix-up and die before they can log.
+    """
+    for fd, mode in ((0, os.O_RDONLY), (1, os.O_WRONLY), (2, os.O_WRONLY)):
+        try:
+            os.fstat(fd)
+        except OSError:
+            null = os.open(os.devnull, mode)
+            if null != fd:
+                os.dup2(null, fd)
+                os.close(null)
+            os.set_inheritable(fd, True)  # os.open's fds are close-on-exec; runners must inherit these
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    open_standard_fds()
     args = _parser().parse_args(argv)
     overrides = {}
     if getattr(args, "host", None):

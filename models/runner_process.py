@@ -91,9 +91,11 @@ def _output_to_log_file() -> None:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
     except OSError:
         return
-    os.dup2(fd, 1)
-    os.dup2(fd, 2)
-    os.close(fd)
+    for std in (1, 2):
+        if fd != std:
+            os.dup2(fd, std)
+    if fd > 2:  # with 1 or 2 closed at start, the log file itself may have been given one of them
+        os.close(fd)
     sys.stdout = open(1, "w", encoding="utf-8", errors="replace", buffering=1, closefd=False)
     sys.stderr = open(2, "w", encoding="utf-8", errors="replace", buffering=1, closefd=False)
 
