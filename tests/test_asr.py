@@ -96,10 +96,10 @@ def test_text_format_is_plain_text(http: httpx.Client) -> None:
     assert response.text.endswith("\n") and wer(SHORT_TEXT, response.text) <= 0.10
 
 
-def test_long_clip_sentences_are_whole_sentences(http: httpx.Client) -> None:
+def test_long_clip_sentences_are_whole_sentences(long_transcript: dict[str, Any]) -> None:
     samples, rate = speech(LONG_TEXT)
     assert len(samples) / rate >= 45
-    body = transcribe(http, clip(LONG_TEXT, "mp3"), name="long.mp3", response_format="verbose_json").json()
+    body = long_transcript["body"]
     segments = body["segments"]
     assert len(segments) >= 9  # the paragraph has 11 sentences
     assert all(s["end"] - s["start"] <= 30 for s in segments)
@@ -154,11 +154,26 @@ def test_prompt_and_temperature_reach_the_decoder(http: httpx.Client) -> None:
     assert all(s["temperature"] >= 0.6 for s in primed["segments"])
 
 
-def test_silence_is_an_empty_transcript(http: httpx.Client) -> None:
-    response = transcribe(http, wav_bytes(*silence(3.0)), response_format="verbose_json")
+@pytest.mark.parametrize("seconds", [3.0, 75.0])
+def test_silence_is_an_empty_transcript(http: httpx.Client, server: Any, seconds: float) -> None:
+    """Short silence is checked by VAD before decoding; long silence goes through the VAD filter and batching."""
+    request_id = f"asr-quiet-{uuid.uuid4().hex[:8]}"
+    response = http.post(URL, files={"file": ("quiet.wav", wav_bytes(*silence(seconds)))},
+                         data={"response_format": "verbose_json"}, headers={"X-Request-ID": request_id})
     assert response.status_code == 200, response.text
     body = response.json()
-    assert body["text"] == "" and body["segments"] == [] and body["duration"] == pytest.approx(3.0, abs=0.01)
+    assert body["text"] == "" and body["segments"] == [] and body["duration"] == pytest.approx(seconds, abs=0.01)
+    assert server.access_record(request_id)["extra"]["batched"] is (seconds > 30)
+
+
+def test_prompt_limit(http: httpx.Client) -> None:
+    """`prompt` takes up to 8000 characters; one more is 400 naming the field and the limit."""
+    fits = transcribe(http, clip(SHORT_TEXT, "mp3"), name="clip.mp3", prompt="Stella. " * 1000)
+    assert fits.status_code == 200, fits.text  # (what Whisper makes of such a prompt is its own business)
+    too_long = transcribe(http, clip(SHORT_TEXT, "mp3"), name="clip.mp3", prompt="Stella. " * 1000 + "x")
+    assert too_long.status_code == 400, too_long.text
+    error = too_long.json()["error"]
+    assert error["kind"] == "malformed" and "prompt" in error["message"] and "8000" in error["message"]
 
 
 def test_access_log_records_the_transcription(http: httpx.Client, server: Any) -> None:

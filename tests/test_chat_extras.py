@@ -33,9 +33,10 @@ def test_completion_has_the_openai_shape(openai_client):
     assert answer.usage.total_tokens == answer.usage.prompt_tokens + 8
 
 
-def test_completion_defaults_to_16_tokens(openai_client):
-    answer = openai_client.completions.create(model=MODEL, prompt="Once upon a time", temperature=0)
-    assert answer.usage.completion_tokens <= 16
+def test_completion_defaults_to_16_tokens(openai_client, vocab):
+    no_end = {str(vocab.token_eos()): -100}  # the model cannot stop on its own: only the default can end it
+    answer = openai_client.completions.create(model=MODEL, prompt="Once upon a time", temperature=0, logit_bias=no_end)
+    assert answer.usage.completion_tokens == 16 and answer.choices[0].finish_reason == "length"
 
 
 def test_completion_echo_and_stop(openai_client):

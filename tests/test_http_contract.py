@@ -134,3 +134,38 @@ def test_a_bug_is_500_unknown_without_internals_and_is_logged(spine: InProcessSe
     message = assert_envelope(response, 500, "unknown")
     assert "ZeroDivision" not in message and "bug-1" == response.headers["X-Request-ID"]
     assert any("ZeroDivisionError" in (r.exc_text or "") for r in caplog.records)
+
+
+# Promises about files and settings, each on a private server -------------------------------------------
+ACCESS_FIELDS = {"ts", "request_id", "method", "path", "status", "category", "model", "latency_ms", "slot_wait_ms",
+                 "client", "extra"}
+
+
+def test_access_log_record_has_the_documented_fields(http: httpx.Client, server) -> None:  # type: ignore[no-untyped-def]
+    http.get("/v1/nope", headers={"X-Request-ID": "contract-fields-1"})
+    record = server.access_record("contract-fields-1")
+    assert set(record) == ACCESS_FIELDS
+    assert record["method"] == "GET" and record["path"] == "/v1/nope" and record["status"] == 404
+    assert record["category"] == "other" and record["latency_ms"] >= 0 and record["client"].startswith("127.0.0.1:")
+    assert re.match(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}\+00:00$", record["ts"])  # UTC, milliseconds
+
+
+def test_access_log_off_writes_nothing(start_server, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    logs = tmp_path / "logs"
+    server = start_server(AISTACK_OBS_ACCESS_LOG="off", AISTACK_OBS_LOG_DIR=str(logs))
+    for _ in range(3):
+        assert httpx.get(server.url + "/health").status_code == 200
+    assert httpx.get(server.url + "/v1/nope").status_code == 404
+    server.stop()  # the writer flushes on the way out: only now is "nothing" final
+    assert not logs.exists() or not list(logs.glob("access-*.jsonl"))
+    on = start_server(data_dir=tmp_path / "other", AISTACK_OBS_LOG_DIR=str(logs))
+    assert httpx.get(on.url + "/health", headers={"X-Request-ID": "log-on-1"}).status_code == 200
+    on.stop()
+    assert any("log-on-1" in p.read_text() for p in logs.glob("access-*.jsonl"))  # the same folder, when on
+
+
+def test_admin_token_is_readable_only_by_the_user(start_server, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    server = start_server()
+    token = server.data_dir / "admin-token"
+    assert token.stat().st_mode & 0o777 == 0o600
+    assert len(token.read_text().strip()) >= 32
