@@ -67,10 +67,14 @@ class Outcome:
 class Decoder:
     """Generation on one loaded `llama_cpp.Llama`, one request at a time."""
 
-    def __init__(self, llm: Any):
+    def __init__(self, llm: Any, *, prefill_slice: int | None = None):
         import llama_cpp
 
         self.llm = llm
+        # Tokens evaluated between two cancel checks. A CPU reads a prompt at little more than its decode
+        # speed (about 120 tokens/s for the starter model on 2 cores), so a full 512-token batch can outlast
+        # the cancel grace and get the runner killed; a fixed slice keeps results reproducible.
+        self.prefill_slice = min(llm.n_batch, prefill_slice or llm.n_batch)
         self._lib = llama_cpp
         self._vocab = llm._model.vocab
         self._n_vocab = llm.n_vocab()
@@ -110,7 +114,7 @@ class Decoder:
         `reuse=False` evaluates the whole prompt: logits computed one token at a
         time differ in the last bits from logits computed in a batch, which is
         enough to change a sampled token, so a seeded request must not depend
-        on what the cache holds. The prompt is evaluated a batch at a time with
+        on what the cache holds. The prompt is evaluated a slice at a time with
         `ctx.check()` in between, so a long prompt can be cancelled too.
         """
         llm = self.llm
@@ -121,9 +125,9 @@ class Decoder:
         else:
             llm.reset()  # recurrent models cannot cut their state: start over
             cached = 0
-        for start in range(cached, len(tokens), llm.n_batch):
+        for start in range(cached, len(tokens), self.prefill_slice):
             ctx.check()
-            llm.eval(tokens[start : start + llm.n_batch])
+            llm.eval(tokens[start : start + self.prefill_slice])
         return cached
 
     # Sampling ----------------------------------------------------------------------------

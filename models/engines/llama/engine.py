@@ -35,6 +35,8 @@ from models.runtime.protocol import ChatJob, CompletionJob, EmbeddingJob
 
 log = logging.getLogger("aistack.llama")
 PROVIDER = "llama.cpp"
+# Prompt tokens read between two cancel checks on the CPU (on a GPU, a whole batch takes milliseconds).
+CPU_PREFILL_SLICE = 128
 
 
 class LlamaEngine:
@@ -54,7 +56,8 @@ class LlamaEngine:
         self.device_detail, self.device_reason = spec.get("device_detail"), spec.get("device_reason")
         self.llm = self._load(path, str(spec.get("device") or "auto"))
         self.template = _chat_template(self.llm, options)
-        self.decoder = Decoder(self.llm)
+        on_gpu = self._info.get("device") == "cuda"
+        self.decoder = Decoder(self.llm, prefill_slice=None if on_gpu else CPU_PREFILL_SLICE)
         self._info.update(
             context=self.n_ctx,
             threads=self.threads,
