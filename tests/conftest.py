@@ -89,3 +89,11 @@ def long_transcript(server: ServerProcess) -> dict[str, object]:
         seconds = time.perf_counter() - started
     assert response.status_code == 200, response.text
     return {"body": response.json(), "seconds": seconds, "request_id": request_id}
+
+
+@pytest.fixture(scope="session")
+def eos(starter_data_dir: Path) -> int:
+    """The starter chat model's end-of-turn token (see tests.observe.eos_token)."""
+    from tests.observe import eos_token
+
+    return eos_token(starter_data_dir)

@@ -120,11 +120,3 @@ class InProcessServer:
         self.server.should_exit = True
         self.thread.join(20)
 
-
-def wait_until(predicate: Any, timeout: float = 10, interval: float = 0.05) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(interval)
-    return bool(predicate())

@@ -10,6 +10,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -43,6 +44,17 @@ def process_alive(pid: int | None) -> bool:
         return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
     except psutil.NoSuchProcess:
         return False
+
+
+def eos_token(data_dir: Path) -> int:
+    """The starter chat model's end-of-turn token: banning it with logit_bias makes the model talk until max_tokens."""
+    from llama_cpp import Llama
+
+    llm = Llama(str(next((data_dir / "models" / STARTER_LLM).glob("*.gguf"))), vocab_only=True, verbose=False)
+    try:
+        return int(llm.token_eos())
+    finally:
+        llm.close()
 
 
 def wait_until(predicate: Callable[[], bool], timeout: float = 10, interval: float = 0.05) -> bool:

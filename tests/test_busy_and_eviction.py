@@ -31,15 +31,6 @@ from tests.speech import SHORT_TEXT, clip
 CHAT = "/v1/chat/completions"
 
 
-def eos_token(starter_data_dir: Path) -> int:
-    from llama_cpp import Llama
-
-    llm = Llama(str(next((starter_data_dir / "models" / STARTER_LLM).glob("*.gguf"))), vocab_only=True, verbose=False)
-    try:
-        return int(llm.token_eos())
-    finally:
-        llm.close()
-
 
 def long_answer(eos: int, tokens: int) -> dict[str, Any]:
     """A streamed chat that always runs to `tokens` tokens (the end-of-turn token is banned)."""
@@ -50,11 +41,6 @@ def long_answer(eos: int, tokens: int) -> dict[str, Any]:
 def short(request_id: str, url: str) -> httpx.Response:
     body = {"model": STARTER_LLM, "messages": [{"role": "user", "content": "Say hi."}], "max_tokens": 3}
     return httpx.post(url + CHAT, json=body, headers={"X-Request-ID": request_id}, timeout=120)
-
-
-@pytest.fixture(scope="module")
-def eos(starter_data_dir: Path) -> int:
-    return eos_token(starter_data_dir)
 
 
 @pytest.fixture(scope="module")

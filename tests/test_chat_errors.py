@@ -113,18 +113,6 @@ def small_context(starter_data_dir: Path):  # type: ignore[no-untyped-def]
     server.stop()
 
 
-@pytest.fixture(scope="module")
-def eos(starter_data_dir: Path) -> int:
-    """The model's end-of-turn token: banning it with logit_bias makes the model talk until max_tokens."""
-    from llama_cpp import Llama
-
-    llm = Llama(str(next((starter_data_dir / "models" / MODEL).glob("*.gguf"))), vocab_only=True, verbose=False)
-    try:
-        return int(llm.token_eos())
-    finally:
-        llm.close()
-
-
 def test_prompt_longer_than_the_context_is_overflow(small_context):
     long = [{"role": "user", "content": "word " * 400}]
     with httpx.Client(base_url=small_context.url, timeout=60) as client:

@@ -32,18 +32,6 @@ SECRETS = {
 
 
 @pytest.fixture(scope="module")
-def eos(starter_data_dir: Path) -> int:
-    """The end-of-turn token: banning it makes the model talk until max_tokens."""
-    from llama_cpp import Llama
-
-    llm = Llama(str(next((starter_data_dir / "models" / MODEL).glob("*.gguf"))), vocab_only=True, verbose=False)
-    try:
-        return int(llm.token_eos())
-    finally:
-        llm.close()
-
-
-@pytest.fixture(scope="module")
 def observed(starter_data_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
     folder = tmp_path_factory.mktemp("obs")
     env = {

@@ -15,7 +15,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.inprocess import InProcessServer, install_fake_model, wait_until
+from tests.inprocess import InProcessServer, install_fake_model
+from tests.observe import wait_until
 
 
 @pytest.fixture

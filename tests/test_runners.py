@@ -21,7 +21,8 @@ import httpx
 import psutil
 import pytest
 
-from tests.inprocess import InProcessServer, install_fake_model, wait_until
+from tests.inprocess import InProcessServer, install_fake_model
+from tests.observe import wait_until
 
 
 @pytest.fixture
