@@ -14,6 +14,9 @@ from typing import Any, Literal
 
 State = Literal["queued", "downloading", "verifying", "done", "failed", "cancelled", "paused"]
 _WINDOW = 5.0  # seconds of history behind the speed
+# A pause or cancel is set from the request's thread while the download thread may still be
+# between two chunks; its next `update` must not turn the row back to "downloading".
+_FINAL: frozenset[State] = frozenset({"done", "failed", "cancelled", "paused"})
 
 
 class DownloadProgress:
@@ -33,7 +36,9 @@ class DownloadProgress:
         with self._lock:
             if done < self.bytes_done or file != self.current_file:
                 self._samples.clear()  # a file restarted from zero, or the next file began
-            self.bytes_done, self.state = done, state
+            self.bytes_done = done
+            if self.state not in _FINAL:
+                self.state = state
             self.bytes_total = total if total is not None else self.bytes_total
             self.current_file = file if file is not None else self.current_file
             self._samples.append((now, done))

@@ -412,3 +412,16 @@ def test_cancel_keeps_or_discards_the_partial(hub_server: FakeHub, tmp_path: Pat
     again = httpx.delete(f"{server.url}/admin/api/models/{Q4_ID}", headers=server.admin_headers)
     assert again.status_code == 400 and "is not installed" in again.json()["error"]["message"]
 
+
+
+def test_a_pause_is_not_undone_by_the_download_threads_next_chunk() -> None:
+    """Pause (or cancel) is set from the request's thread while the downloader may still be writing a chunk:
+    the chunk's progress update must keep the row paused (seen once as a dashboard 'Pause' that never showed)."""
+    progress = DownloadProgress(total=100)
+    progress.update(40, file="voice.onnx")
+    progress.finish("paused")
+    progress.update(50, file="voice.onnx")  # the downloader's next chunk, before it sees the cancel flag
+    assert progress.snapshot()["state"] == "paused" and progress.bytes_done == 50
+    progress.finish("cancelled")
+    progress.update(60)
+    assert progress.state == "cancelled"
