@@ -78,7 +78,7 @@ def _run_first_instance(settings: Settings, lock: single_instance.InstanceLock) 
             return 0
         log.error("%s", exc)
         if pystray is not None:
-            show_problem(pystray, str(exc))
+            show_problem(pystray, str(exc), EXIT_PORT_IN_USE)
         return EXIT_PORT_IN_USE
     server = ServerThread(settings, sock)
     server.start()
@@ -127,9 +127,9 @@ def _run_headless(server: ServerThread) -> int:
     return 0
 
 
-def show_problem(pystray: ModuleType, message: str) -> None:
+def show_problem(pystray: ModuleType, message: str, exit_code: int) -> None:
     """Show the error icon with `message` and a notification for a while (the app is about to exit)."""
-    dismissed = threading.Event()
+    dismissed, loop_ended = threading.Event(), threading.Event()
     menu = pystray.Menu(pystray.MenuItem(message, None, enabled=False), pystray.MenuItem("Quit", lambda: dismissed.set()))
     icon = pystray.Icon("aistack", icons.load(icons.IconState.ERROR), f"aistack: {message}"[:127], menu=menu)
     nudger = XorgNudger(icon)
@@ -139,6 +139,9 @@ def show_problem(pystray: ModuleType, message: str) -> None:
         if icon.HAS_NOTIFICATION:
             icon.notify(message, "aistack cannot start")
         dismissed.wait(PROBLEM_SHOWN_SEC)
+        # The same plain-X stop race as Tray.quit (icon.stop itself may hang): the problem is said and
+        # logged already, so a loop that does not end in time must not keep the process.
+        threading.Thread(target=_exit_unless, args=(loop_ended, exit_code), name="aistack-exit-guard", daemon=True).start()
         _stop_icon(icon, nudger)
 
     if XorgNudger.needed(icon):
@@ -148,7 +151,15 @@ def show_problem(pystray: ModuleType, message: str) -> None:
     except Exception:
         log.warning("could not show the tray icon for this problem", exc_info=True)
     finally:
+        loop_ended.set()
         nudger.stop()
+
+
+def _exit_unless(loop_ended: threading.Event, exit_code: int) -> None:
+    if not loop_ended.wait(LOOP_END_WAIT_SEC):
+        log.warning("the tray icon's loop did not end; exiting anyway")
+        logging.shutdown()
+        os._exit(exit_code)
 
 
 def _stop_icon(icon: Any, nudger: XorgNudger) -> None:
@@ -308,12 +319,9 @@ class Tray:
     def _quit_now(self) -> None:
         self.icon.title = "aistack: stopping"
         self._shut_down()
+        # Everything is stopped already; a tray loop that does not end (icon.stop may hang) must not keep the process.
+        threading.Thread(target=_exit_unless, args=(self._loop_ended, 0), name="aistack-exit-guard", daemon=True).start()
         _stop_icon(self.icon, self._nudger)
-        if not self._loop_ended.wait(LOOP_END_WAIT_SEC):
-            # Everything is stopped already; a tray loop that does not end must not keep the process.
-            log.warning("the tray icon's loop did not end; exiting anyway")
-            logging.shutdown()
-            os._exit(0)
 
     def _shut_down(self) -> int:
         """Stop accepting requests, cancel jobs, end every runner, stop the server (once; later calls wait)."""
