@@ -133,6 +133,7 @@ def show_problem(pystray: ModuleType, message: str, exit_code: int) -> None:
     menu = pystray.Menu(pystray.MenuItem(message, None, enabled=False), pystray.MenuItem("Quit", lambda: dismissed.set()))
     icon = pystray.Icon("aistack", icons.load(icons.IconState.ERROR), f"aistack: {message}"[:127], menu=menu)
     nudger = XorgNudger(icon)
+    _on_signals(dismissed.set)  # a signal ends the wait early, with the same exit code
 
     def setup(icon: Any) -> None:
         icon.visible = True

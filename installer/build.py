@@ -31,13 +31,18 @@ sys.path.insert(0, str(ROOT / "installer"))
 from build_version import app_version, four_numbers  # noqa: E402
 
 
-def build_app(dist: Path, work: Path, clean: bool = False) -> Path:
-    """Run PyInstaller on the spec; returns the onedir folder."""
+def build_command(dist: Path, work: Path, clean: bool = False) -> list[str]:
+    """The PyInstaller command line for the spec (run it in ROOT); the onedir lands in dist/aistack."""
     cmd = [sys.executable, "-m", "PyInstaller", "--noconfirm", "--log-level", "WARN",
            "--distpath", str(dist), "--workpath", str(work), str(SPEC)]
     if clean:
         cmd.insert(3, "--clean")
-    subprocess.run(cmd, check=True, cwd=ROOT)
+    return cmd
+
+
+def build_app(dist: Path, work: Path, clean: bool = False) -> Path:
+    """Run PyInstaller on the spec; returns the onedir folder."""
+    subprocess.run(build_command(dist, work, clean), check=True, cwd=ROOT)
     return dist / "aistack"
 
 

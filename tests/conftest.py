@@ -22,6 +22,20 @@ from bench.harness import DEFAULT_DATA, ROOT, ServerProcess, free_port
 __all__ = ["DEFAULT_DATA", "ROOT", "ServerProcess", "free_port"]
 
 
+def pytest_collection_finish(session: pytest.Session) -> None:
+    """A frozen test is selected: start the PyInstaller build now, in the background (tests/frozen_build.py)."""
+    if any(item.get_closest_marker("frozen") for item in session.items):
+        from tests import frozen_build
+
+        frozen_build.start()
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    from tests import frozen_build
+
+    frozen_build.stop()
+
+
 @pytest.fixture(scope="session")
 def starter_data_dir() -> Path:
     from models.starter import install_starter

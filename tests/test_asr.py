@@ -168,9 +168,12 @@ def test_silence_is_an_empty_transcript(http: httpx.Client, server: Any, seconds
 
 def test_prompt_limit(http: httpx.Client) -> None:
     """`prompt` takes up to 8000 characters; one more is 400 naming the field and the limit."""
-    fits = transcribe(http, clip(SHORT_TEXT, "mp3"), name="clip.mp3", prompt="Stella. " * 1000)
-    assert fits.status_code == 200, fits.text  # (what Whisper makes of such a prompt is its own business)
-    too_long = transcribe(http, clip(SHORT_TEXT, "mp3"), name="clip.mp3", prompt="Stella. " * 1000 + "x")
+    # Mostly spaces: a prompt of words repeated sends tiny.en into loops (up to 20 s on this machine).
+    prompt = " " * 7993 + "Stella."
+    fits = transcribe(http, clip(SHORT_TEXT, "mp3"), name="clip.mp3", prompt=prompt)
+    assert fits.status_code == 200, fits.text
+    assert wer(SHORT_TEXT, fits.json()["text"]) <= 0.10
+    too_long = transcribe(http, clip(SHORT_TEXT, "mp3"), name="clip.mp3", prompt=prompt + "x")
     assert too_long.status_code == 400, too_long.text
     error = too_long.json()["error"]
     assert error["kind"] == "malformed" and "prompt" in error["message"] and "8000" in error["message"]

