@@ -187,10 +187,16 @@ def test_logit_bias_steers_tokens(openai_client, vocab):
     assert forced.choices[0].message.content.startswith(vocab.detokenize([banana]).decode())
 
 
+_STORIES: dict[str, str] = {}  # seeded or greedy answers are fixed: the three cases share their baselines
+
+
 def _story(openai_client, **options) -> str:  # type: ignore[no-untyped-def]
-    story = [{"role": "user", "content": "Tell me a very short story about a fox."}]
-    answer = openai_client.chat.completions.create(model=MODEL, messages=story, max_tokens=24, **options)
-    return str(answer.choices[0].message.content)
+    key = json.dumps(options, sort_keys=True)
+    if key not in _STORIES:
+        story = [{"role": "user", "content": "Tell me a very short story about a fox."}]
+        answer = openai_client.chat.completions.create(model=MODEL, messages=story, max_tokens=24, **options)
+        _STORIES[key] = str(answer.choices[0].message.content)
+    return _STORIES[key]
 
 
 @pytest.mark.parametrize(

