@@ -293,8 +293,8 @@ def test_a_foreign_program_on_the_port_is_said_plainly(display: str, tmp_path: P
             log = tmp_path / "data" / "logs" / "aistack.log"
             wait_for(lambda: log.exists() and "is taken" in log.read_text(), 30, "the taken port to be logged")
             wait_for(lambda: (panel(display) or (0, 0, 0, 0))[2] >= 20, 30, "the error icon to dock")
-            app.send_signal(signal.SIGTERM)  # it would stay up PROBLEM_SHOWN_SEC (10 s); a signal ends that early
-            _out, stderr = app.communicate(timeout=15)
+            app.send_signal(signal.SIGTERM)  # it would stay up PROBLEM_SHOWN_SEC (10 s); a signal ends that at once
+            _out, stderr = app.communicate(timeout=6)
         finally:
             app.kill()
     assert app.returncode == 3
