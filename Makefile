@@ -58,7 +58,7 @@ test: install-test system-test-deps
 	AISTACK_DATA_DIR=$(AISTACK_TEST_DATA_DIR) $(VENV)/bin/aistack models install-starter
 	$(VENV)/bin/ruff check app server models tests bench
 	$(VENV)/bin/mypy
-	$(VENV)/bin/python -m pytest -q --reruns 1
+	$(VENV)/bin/python -m tests.suite
 
 lint: install-test
 	$(VENV)/bin/ruff check app server models tests bench

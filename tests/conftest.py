@@ -10,6 +10,8 @@
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -21,9 +23,32 @@ from bench.harness import DEFAULT_DATA, ROOT, ServerProcess, free_port
 
 __all__ = ["DEFAULT_DATA", "ROOT", "ServerProcess", "free_port"]
 
+if _WORKER := os.environ.get("PYTEST_XDIST_WORKER"):
+    # Each pytest-xdist worker and the servers it starts get their own temp folder, so a check
+    # such as "no upload temp file is left" sees only its own server's files.
+    _WORKER_TMP = Path(tempfile.gettempdir()) / f"aistack-{os.environ.get('PYTEST_XDIST_TESTRUNUID', '')[:12]}-{_WORKER}"
+    _WORKER_TMP.mkdir(parents=True, exist_ok=True)
+    os.environ["TMPDIR"] = str(_WORKER_TMP)
+    tempfile.tempdir = None  # gettempdir() reads TMPDIR again
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Mark the tests of the modules in tests.suite.UNTIMED `untimed` (`make test` runs them on two workers)."""
+    from tests.suite import UNTIMED
+
+    for item in items:
+        if item.path.stem in UNTIMED:
+            item.add_marker(pytest.mark.untimed)
+
 
 def pytest_collection_finish(session: pytest.Session) -> None:
-    """A frozen test is selected: start the PyInstaller build now, in the background (tests/frozen_build.py)."""
+    """A frozen test is selected: start the PyInstaller build now, in the background (tests/frozen_build.py).
+
+    Not in a pytest-xdist worker: every worker collects every test, and only one runs test_frozen
+    (its `app_dir` fixture then builds).
+    """
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        return
     if any(item.get_closest_marker("frozen") for item in session.items):
         from tests import frozen_build
 
@@ -34,6 +59,8 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     from tests import frozen_build
 
     frozen_build.stop()
+    if _WORKER:
+        shutil.rmtree(_WORKER_TMP, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")
