@@ -55,6 +55,21 @@ def pytest_collection_finish(session: pytest.Session) -> None:
         frozen_build.start()
 
 
+_RERUNS: list[tuple[str, str]] = []  # (node id, how its first try failed)
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    if report.outcome == "rerun":  # type: ignore[comparison-overlap]  # pytest-rerunfailures' own outcome
+        _RERUNS.append((report.nodeid, report.longreprtext[-4000:]))
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    """A test that passed on its rerun still shows how its first try failed: a flake has a cause to find."""
+    for nodeid, text in _RERUNS:
+        terminalreporter.write_sep("-", f"first try of {nodeid} (passed when run again)")
+        terminalreporter.write_line(text)
+
+
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     from tests import frozen_build
 

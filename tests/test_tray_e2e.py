@@ -195,13 +195,17 @@ def shots(tmp_path: Path) -> Path:
 
 
 def assert_icon_docked(display: str, app: TrayApp, picture: Path) -> None:
-    """The panel grows by one icon, and the pixels there are the icon's colours."""
+    """The panel grows by one icon, and the pixels there soon are the icon's colours."""
     wait_for(lambda: (panel(display) or (0, 0, 0, 0))[2] >= 20, 30, f"the icon to dock\n{app.output()}")
-    time.sleep(1.5)  # the first status poll sets the state's icon
-    left, top, width, height = panel(display)  # type: ignore[misc]
-    image = screenshot(display, picture, (left + width - 150, top, 150, height + 4), scale=2)
-    colours = {colour for _count, colour in image.getcolors(1 << 20)}  # type: ignore[attr-defined]
-    assert any(all(abs(a - b) <= 12 for a, b in zip(pixel, rgb, strict=True)) for pixel in colours for rgb in COLOURS.values())
+
+    def icon_drawn() -> bool:  # the icon paints after it docks, and the first status poll sets its state's picture
+        left, top, width, height = panel(display)  # type: ignore[misc]
+        image = screenshot(display, picture, (left + width - 150, top, 150, height + 4), scale=2)
+        colours = {colour for _count, colour in image.getcolors(1 << 20)}  # type: ignore[attr-defined]
+        return any(all(abs(a - b) <= 12 for a, b in zip(pixel, rgb, strict=True)) for pixel in colours for rgb in COLOURS.values())
+
+    time.sleep(1.0)  # a state's colours, not only the first picture's
+    wait_for(icon_drawn, 15, f"the icon's colours in the panel\n{app.output()}")
 
 
 def load_a_model(app: TrayApp) -> psutil.Process:
