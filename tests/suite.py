@@ -40,18 +40,21 @@ def main(args: list[str]) -> int:
 
     started = time.monotonic()
     frozen_build.start()  # idle priority, beside the timed part (a no-op with AISTACK_SKIP_FROZEN or AISTACK_FROZEN_APP)
-    print("== timed part: one test at a time", flush=True)
-    timed = subprocess.run([*PYTEST, "-m", "not untimed", *args]).returncode
-    timed_sec = time.monotonic() - started
+    try:
+        print("== timed part: one test at a time", flush=True)
+        timed = subprocess.run([*PYTEST, "-m", "not untimed", *args]).returncode
+        timed_sec = time.monotonic() - started
 
-    env = {**os.environ, "AISTACK_LLM_THREADS": "1"}
-    if frozen_build.wanted():
-        try:
-            env["AISTACK_FROZEN_APP"] = str(frozen_build.app_dir())
-        except AssertionError as exc:  # test_frozen builds again and fails with PyInstaller's output
-            print(f"the frozen build failed; test_frozen will build again:\n{exc}", flush=True)
-    print("== untimed part: two workers", flush=True)
-    untimed = subprocess.run([*PYTEST, "-m", "untimed", "-n", "2", "--dist", "loadfile", *args], env=env).returncode
+        env = {**os.environ, "AISTACK_LLM_THREADS": "1"}
+        if frozen_build.wanted():
+            try:
+                env["AISTACK_FROZEN_APP"] = str(frozen_build.app_dir())
+            except AssertionError as exc:  # test_frozen builds again and fails with PyInstaller's output
+                print(f"the frozen build failed; test_frozen will build again:\n{exc}", flush=True)
+        print("== untimed part: two workers", flush=True)
+        untimed = subprocess.run([*PYTEST, "-m", "untimed", "-n", "2", "--dist", "loadfile", *args], env=env).returncode
+    finally:
+        frozen_build.stop()  # Ctrl-C during the timed part: the build does not outlive the suite
     total = time.monotonic() - started
     print(f"== whole suite {total:.0f} s (timed part {timed_sec:.0f} s, untimed {total - timed_sec:.0f} s); "
           f"exit {timed} and {untimed}", flush=True)
