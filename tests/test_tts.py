@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import statistics
 import uuid
 
 import pytest
@@ -81,10 +82,13 @@ def test_model_and_voice_names_reach_the_installed_voice(http, model, voice) -> 
 
 
 def test_speed_maps_to_length(http) -> None:
-    """speed -> piper's length scale (the voice's / speed): the server's lengths match raw piper's at those scales.
+    """speed -> piper's length scale (the voice's / speed): at each speed the server's length is raw piper's.
 
     Lengths are not simply 4x apart for 0.5 against 2.0 (piper rounds each phoneme up to whole frames, about
-    2.75x here), so the yardstick is raw piper itself, in this process, on the same voice.
+    2.75x here), so the yardstick is raw piper itself, in this process, on the same voice. Piper draws its
+    phoneme lengths with noise, and its tail is long: at speed 0.5, 7 syntheses in 125 here ran 10 to 19 % long
+    (a CI run once saw a raw 0.5/2.0 ratio of 3.17 against the usual 2.7). The median of five stays within
+    1.5 % (25 runs here), so each side is the median of five syntheses, compared speed by speed.
     """
     from piper.config import SynthesisConfig
 
@@ -96,13 +100,16 @@ def test_speed_maps_to_length(http) -> None:
         config = SynthesisConfig(length_scale=float(voice.config.length_scale) / speed)
         return sum(len(c.audio_int16_array) for c in voice.synthesize(SENTENCE, config)) / voice.config.sample_rate
 
-    durations = {}
-    for speed in (0.5, 2.0):
+    def served_seconds(speed: float) -> float:
         r = http.post("/v1/audio/speech", json={"input": SENTENCE, "speed": speed, "response_format": "pcm"})
         assert r.status_code == 200, r.text
-        durations[speed] = float(r.headers["x-audio-duration"])
-    served, raw = durations[0.5] / durations[2.0], raw_seconds(0.5) / raw_seconds(2.0)
-    assert raw > 2.2 and abs(served - raw) < 0.1 * raw, (served, raw)  # piper's duration noise is a few per cent
+        return float(r.headers["x-audio-duration"])
+
+    served = {speed: statistics.median(served_seconds(speed) for _ in range(5)) for speed in (0.5, 1.0, 2.0)}
+    raw = {speed: statistics.median(raw_seconds(speed) for _ in range(5)) for speed in served}
+    assert raw[0.5] / raw[2.0] > 2.2, raw  # the speeds are far apart: a wrong mapping cannot hide in the noise
+    for speed in served:
+        assert abs(served[speed] - raw[speed]) < 0.06 * raw[speed], (speed, served, raw)
 
 
 def test_access_log_records_the_speech(server, http) -> None:

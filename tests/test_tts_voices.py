@@ -15,6 +15,7 @@ would for libritts.
 from __future__ import annotations
 
 import json
+import statistics
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -127,6 +128,15 @@ def speak(server: ServerProcess, **body: Any) -> tuple[str, float]:
     return response.headers["x-voice"], float(response.headers["x-audio-duration"])
 
 
+def speak_median(server: ServerProcess, **body: Any) -> tuple[str, float]:
+    """(X-Voice, median seconds) of three syntheses: piper draws phoneme lengths with noise, and one synthesis in
+    twenty runs 10 to 19 % long, enough to blur a 1.2x length step between two single syntheses."""
+    spoken = [speak(server, **body) for _ in range(3)]
+    labels = {label for label, _ in spoken}
+    assert len(labels) == 1, spoken
+    return labels.pop(), statistics.median(seconds for _, seconds in spoken)
+
+
 def test_voices_list_every_installed_voice_and_the_table(voices_server: ServerProcess) -> None:
     body = httpx.get(voices_server.url + "/v1/audio/voices", timeout=30).json()
     voices = {v["id"]: v for v in body["data"]}
@@ -148,14 +158,19 @@ def test_every_openai_name_has_its_own_row(voices_dir: Path, start_server: Any) 
 
 
 def test_openai_names_speak_with_the_first_installed_voice_of_their_row(voices_server: ServerProcess) -> None:
-    """The header names the voice, and the audio length shows that voice's own file spoke."""
+    """The header names the voice, and the audio length shows that voice's own file spoke.
+
+    The files are joe's with length scales 1.0, 1.35 and 0.7, which piper turns into about 1.24x and 0.76x (it
+    rounds each phoneme up to whole frames). Single syntheses reached 1.14x and 0.85x here (piper's duration
+    noise), so each length is the median of three.
+    """
     durations = {}
     for name in ("echo", "alloy", "onyx"):
-        label, durations[name] = speak(voices_server, voice=name)
+        label, durations[name] = speak_median(voices_server, voice=name)
         assert label == EXPECTED_TABLE[name], name
     joe = durations["echo"]
-    assert 1.15 < durations["alloy"] / joe < 1.55  # amy's file, 1.35x
-    assert 0.55 < durations["onyx"] / joe < 0.85  # ryan's file, 0.7x
+    assert 1.12 < durations["alloy"] / joe < 1.45, durations  # amy's file
+    assert 0.6 < durations["onyx"] / joe < 0.88, durations  # ryan's file
     assert speak(voices_server, voice="fable")[0] == RYAN  # alba is not installed: the next of the row
     assert speak(voices_server)[0] == AMY  # no voice: alloy's
 
@@ -174,19 +189,20 @@ def test_language_hint_picks_a_voice_of_that_language(voices_server: ServerProce
     label, seconds = speak(voices_server, **body)
     assert label == expected
     if body.get("voice") == "alloy" and expected == THORSTEN:
-        _, joe = speak(voices_server, voice=VOICE)
+        _, seconds = speak_median(voices_server, **body)
+        _, joe = speak_median(voices_server, voice=VOICE)
         assert seconds > 1.2 * joe  # thorsten's file (1.7x) spoke, not joe's under another name
 
 
 def test_multi_speaker_voice_speaks_with_the_speaker_asked_for(voices_server: ServerProcess) -> None:
     """Each way of naming a speaker reaches the model: the speakers' speech lengths differ as their ids do."""
-    anna = speak(voices_server, voice=TRIO, speaker="anna")
-    ben = speak(voices_server, voice=f"{TRIO}:ben")
-    cleo = speak(voices_server, voice="cleo")  # a speaker name alone
+    anna = speak_median(voices_server, voice=TRIO, speaker="anna")
+    ben = speak_median(voices_server, voice=f"{TRIO}:ben")
+    cleo = speak_median(voices_server, voice="cleo")  # a speaker name alone
     assert [anna[0], ben[0], cleo[0]] == [f"{TRIO}:anna", f"{TRIO}:ben", f"{TRIO}:cleo"]
     # Each speaker is slower than the one before (x1.5 and x2 the length scale; pauses and rounding do not scale).
     assert ben[1] > 1.2 * anna[1] and cleo[1] > 1.15 * ben[1], (anna, ben, cleo)
-    by_index = speak(voices_server, voice=TRIO, speaker=1)
+    by_index = speak_median(voices_server, voice=TRIO, speaker=1)
     assert by_index[0] == f"{TRIO}:ben" and abs(by_index[1] - ben[1]) < 0.15 * ben[1]
 
 
