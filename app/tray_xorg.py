@@ -12,6 +12,13 @@ Stopping has the same race and nothing left to nudge once the window is gone,
 so `stop_icon` asks the loop to stop itself: it sends the very message pystray
 sends for `stop`, from the second connection, and the loop then destroys its
 window and reads the end of it on its own thread.
+
+pystray also docks only when the icon is shown or changed: an icon shown before
+the panel's tray exists (aistack started at login before the panel, or a
+panel that restarted) would never appear. The freedesktop tray spec asks a
+client to dock when a tray manager appears; so while the icon is shown but not
+docked, each nudge looks for the tray's owner and, once there is one, has the
+loop run pystray's own `_show` again (the message pystray itself sends for it).
 """
 
 from __future__ import annotations
@@ -22,6 +29,7 @@ from typing import Any
 
 log = logging.getLogger("aistack.tray")
 NUDGE_SEC = 0.25
+DOCK_ANSWER_SEC = 5.0
 
 
 class XorgNudger:
@@ -46,15 +54,11 @@ class XorgNudger:
         if window is None:
             return False
         try:
-            from Xlib import X, display
-            from Xlib.protocol import event
+            from Xlib import display
 
             connection = display.Display()
             try:
-                atom = connection.intern_atom("_PYSTRAY__STOP")  # pystray names it after the method it runs
-                message = event.ClientMessage(window=window.id, client_type=atom, data=(32, [0, 0, 0, 0, 0]))
-                connection.send_event(window.id, message, event_mask=X.NoEventMask)
-                connection.flush()
+                self._send(connection, window, connection.intern_atom("_PYSTRAY__STOP"))
             finally:
                 connection.close()
         except Exception:  # the caller falls back to pystray's stop
@@ -65,12 +69,13 @@ class XorgNudger:
     def _run(self) -> None:
         try:
             from Xlib import X, display
-            from Xlib.protocol import event
         except ImportError:
             return
         try:
             connection = display.Display()
-            atom = connection.intern_atom("_AISTACK_NUDGE")
+            nudge = connection.intern_atom("_AISTACK_NUDGE")
+            show = connection.intern_atom("_PYSTRAY__SHOW")
+            tray = connection.intern_atom(f"_NET_SYSTEM_TRAY_S{connection.get_default_screen()}")
         except Exception:
             log.debug("no second X connection for the tray nudge", exc_info=True)
             return
@@ -79,12 +84,39 @@ class XorgNudger:
                 window = getattr(self.icon, "_window", None)
                 if window is None:
                     continue
-                # event_mask 0: delivered to the client that created the window, i.e. pystray's connection.
-                message = event.ClientMessage(window=window.id, client_type=atom, data=(32, [0, 0, 0, 0, 0]))
                 try:
-                    connection.send_event(window.id, message, event_mask=X.NoEventMask)
-                    connection.flush()
+                    if self._undocked() and connection.get_selection_owner(tray) != X.NONE:
+                        log.info("a system tray appeared: docking the icon")
+                        self._send(connection, window, show)
+                        self._take_answer()
+                    self._send(connection, window, nudge)
                 except Exception:  # noqa: BLE001 - the window is gone: the icon stopped
                     return
         finally:
             connection.close()
+
+    def _undocked(self) -> bool:
+        """Shown, but in no tray (pystray keeps the tray it docked in as `_systray_manager`)."""
+        return bool(self.icon.visible) and getattr(self.icon, "_systray_manager", True) is None
+
+    @staticmethod
+    def _send(connection: Any, window: Any, atom: int) -> None:
+        """Send `atom` to the icon's window; pystray runs its method `_X` for an atom named `_PYSTRAY__X`."""
+        from Xlib import X
+        from Xlib.protocol import event
+
+        # event_mask 0: delivered to the client that created the window, i.e. pystray's connection.
+        message = event.ClientMessage(window=window.id, client_type=atom, data=(32, [0, 0, 0, 0, 0]))
+        connection.send_event(window.id, message, event_mask=X.NoEventMask)
+        connection.flush()
+
+    def _take_answer(self) -> None:
+        """pystray's loop answers each such message on the icon's queue; a caller that sent none must not get it."""
+        import queue
+
+        answers = getattr(self.icon, "_queue", None)
+        if answers is not None:
+            try:
+                answers.get(timeout=DOCK_ANSWER_SEC)
+            except queue.Empty:
+                log.debug("the tray loop did not answer the dock request")

@@ -9,6 +9,7 @@ AISTACK_TRAY_SCREENSHOTS (the README's pictures come from `AISTACK_TRAY_SCREENSH
 
 from __future__ import annotations
 
+import contextlib
 import os
 import select
 import shutil
@@ -36,27 +37,54 @@ def x(*argv: str, display: str) -> str:
 
 
 @pytest.fixture
-def display() -> Iterator[str]:
-    """A fresh X display (Xvfb picks a free number) with trayer as its system tray."""
+def bare_display() -> Iterator[str]:
+    """A fresh X display (Xvfb picks a free number) with no system tray yet."""
     read_end, write_end = os.pipe()
     xvfb = subprocess.Popen(["Xvfb", "-displayfd", str(write_end), "-screen", "0", "800x600x24", "-nolisten", "tcp"],
                             pass_fds=(write_end,), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     os.close(write_end)
-    ready, _, _ = select.select([read_end], [], [], 30)
-    assert ready, "Xvfb did not start"
-    name = ":" + os.read(read_end, 32).decode().strip()  # the pipe stays open: Xvfb dies of SIGPIPE otherwise
+    try:
+        ready, _, _ = select.select([read_end], [], [], 30)
+        assert ready, "Xvfb did not start"
+        yield ":" + os.read(read_end, 32).decode().strip()  # the pipe stays open: Xvfb dies of SIGPIPE otherwise
+    finally:
+        xvfb.terminate()
+        xvfb.wait(10)
+        os.close(read_end)
+
+
+@contextlib.contextmanager
+def system_tray(display: str) -> Iterator[None]:
+    """trayer as the display's system tray, once it owns the tray selection (its panel shows a moment earlier)."""
     trayer = subprocess.Popen(["trayer", "--edge", "top", "--align", "right", "--widthtype", "request", "--height", "32",
                                "--SetDockType", "true", "--transparent", "false", "--tint", "0xdddddd"],
-                              env={**os.environ, "DISPLAY": name}, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                              env={**os.environ, "DISPLAY": display}, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        wait_for(lambda: panel(name) is not None, 30,
-                 f"trayer's panel to appear on {name} (Xvfb exit {xvfb.poll()}, trayer exit {trayer.poll()})")
-        yield name
+        wait_for(lambda: panel(display) is not None and tray_owner(display), 30,
+                 f"trayer to own the system tray on {display} (trayer exit {trayer.poll()})")
+        yield
     finally:
-        for proc in (trayer, xvfb):
-            proc.terminate()
-            proc.wait(10)
-        os.close(read_end)
+        trayer.terminate()
+        trayer.wait(10)
+
+
+@pytest.fixture
+def display(bare_display: str) -> Iterator[str]:
+    """A fresh X display with trayer as its system tray."""
+    with system_tray(bare_display):
+        yield bare_display
+
+
+def tray_owner(display: str) -> bool:
+    """Whether a client owns the system tray selection of `display`'s screen 0."""
+    from Xlib import X
+    from Xlib import display as xdisplay
+
+    connection = xdisplay.Display(display)
+    try:
+        return connection.get_selection_owner(connection.intern_atom("_NET_SYSTEM_TRAY_S0")) != X.NONE
+    finally:
+        connection.close()
 
 
 def wait_for(check, timeout: float, what: str):  # type: ignore[no-untyped-def]
@@ -278,6 +306,19 @@ def test_plain_x_tray_docks_hands_over_and_stops_on_sigterm(display: str, data_d
         assert_second_launch_hands_over(app)
         os.kill(app.pid, signal.SIGTERM)
         assert_everything_stopped(app, runner)
+    finally:
+        app.kill()
+
+
+def test_the_icon_docks_in_a_tray_that_appears_after_it(bare_display: str, data_dir: Path, tmp_path: Path) -> None:
+    """aistack started at login before the panel: pystray docks only when shown, so the app docks it when a tray appears."""
+    app = TrayApp(data_dir, bare_display, "xorg", tmp_path)
+    try:
+        time.sleep(1.0)  # the icon is shown, with no tray to dock in
+        assert "Failed to dock icon" in app.output()  # pystray's own word that the first try found no tray
+        with system_tray(bare_display):
+            assert_icon_docked(bare_display, app, tmp_path / "late-tray-icon.png")
+            assert "a system tray appeared: docking the icon" in (data_dir / "logs" / "aistack.log").read_text()
     finally:
         app.kill()
 
