@@ -87,8 +87,9 @@ def test_speed_maps_to_length(http) -> None:
     Lengths are not simply 4x apart for 0.5 against 2.0 (piper rounds each phoneme up to whole frames, about
     2.75x here), so the yardstick is raw piper itself, in this process, on the same voice. Piper draws its
     phoneme lengths with noise, and its tail is long: at speed 0.5, 7 syntheses in 125 here ran 10 to 19 % long
-    (a CI run once saw a raw 0.5/2.0 ratio of 3.17 against the usual 2.7). The median of five stays within
-    1.5 % (25 runs here), so each side is the median of five syntheses, compared speed by speed.
+    (a CI run once saw a raw 0.5/2.0 ratio of 3.17 against the usual 2.7). Medians of five spanned 4.5 % over 60
+    groups here, and one CI run had two 6 % apart, so each side is the median of five, compared speed by speed
+    within 10 %: a mapping 25 % off, ignored or inverted fails (tests/faults.md).
     """
     from piper.config import SynthesisConfig
 
@@ -109,7 +110,7 @@ def test_speed_maps_to_length(http) -> None:
     raw = {speed: statistics.median(raw_seconds(speed) for _ in range(5)) for speed in served}
     assert raw[0.5] / raw[2.0] > 2.2, raw  # the speeds are far apart: a wrong mapping cannot hide in the noise
     for speed in served:
-        assert abs(served[speed] - raw[speed]) < 0.06 * raw[speed], (speed, served, raw)
+        assert abs(served[speed] - raw[speed]) < 0.10 * raw[speed], (speed, served, raw)
 
 
 def test_access_log_records_the_speech(server, http) -> None:
