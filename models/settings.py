@@ -78,6 +78,9 @@ class Settings(BaseSettings):
     http_header_timeout_sec: float = Field(
         10, gt=0, description="A request line and headers must arrive within this many seconds of their first byte."
     )
+    http_body_timeout_sec: float = Field(
+        60, gt=0, description="A request body that stops arriving for this many seconds gets 408 and is closed."
+    )
     http_idle_timeout_sec: float = Field(
         5, gt=0, description="A connection with no request in progress is closed after this many idle seconds."
     )

@@ -10,6 +10,10 @@ This subclass closes those holes where they live, in the connection:
   `http_idle_timeout_sec` (from the start, and between keep-alive requests);
 - a request head must be complete within `http_header_timeout_sec` of its first
   byte, else 408 and close;
+- a request body that stops arriving for `http_body_timeout_sec` gets 408 and the
+  connection is closed (the app sees the client leave). The clock runs only while
+  the server waits for the client: a slow but steady upload is never cut, and time
+  the body waits for the app to read it (reading paused) does not count;
 - beyond `http_max_connections` open connections, a request gets a 503 busy
   envelope with `Retry-After` and the connection is closed;
 - a request with both Content-Length and Transfer-Encoding is answered, then
@@ -63,6 +67,7 @@ class _Connection(h11.Connection):
 
 class GuardedH11Protocol(H11Protocol):
     header_timeout: float = 10.0
+    body_timeout: float = 60.0
     max_connections: int = 256
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
@@ -70,6 +75,8 @@ class GuardedH11Protocol(H11Protocol):
         self.parser = _Connection(h11.SERVER, MAX_HEAD_BYTES)
         self.conn = self.parser
         self._head_timer: asyncio.TimerHandle | None = None
+        self._body_timer: asyncio.TimerHandle | None = None
+        self._body_seen = 0.0  # loop time of the last body bytes (or of the head)
         self._head = bytearray()  # the current request head as received, to find its X-Request-ID on a parse error
         self._overloaded = False
 
@@ -82,6 +89,7 @@ class GuardedH11Protocol(H11Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._cancel_head_timer()
+        self._cancel_body_timer()
         super().connection_lost(exc)
 
     def data_received(self, data: bytes) -> None:
@@ -98,6 +106,12 @@ class GuardedH11Protocol(H11Protocol):
             self._cancel_head_timer()
         elif self.conn.trailing_data[0] and self._head_timer is None and not self.transport.is_closing():
             self._head_timer = self.loop.call_later(self.header_timeout, self._head_timed_out)
+        if self.conn.their_state is h11.SEND_BODY:
+            self._body_seen = self.loop.time()
+            if self._body_timer is None:
+                self._body_timer = self.loop.call_later(self.body_timeout, self._body_check)
+        else:
+            self._cancel_body_timer()
 
     def _on_request(self, scope: Any) -> None:
         self._head.clear()
@@ -143,10 +157,36 @@ class GuardedH11Protocol(H11Protocol):
             )
         )
 
-    def _send_and_close(self, error: AistackError) -> None:
-        """Write a complete envelope response straight to the socket (h11 may be in its error state), then close."""
-        match = _REQUEST_ID.search(bytes(self._head))
-        request_id = request_id_from({"x-request-id": match.group(1).decode("ascii")} if match else {})
+    def _body_check(self) -> None:
+        self._body_timer = None
+        if self.transport.is_closing() or self.conn.their_state is not h11.SEND_BODY:
+            return
+        if self.flow.read_paused:  # the app has not read what came: the client is not the one keeping us waiting
+            self._body_seen = self.loop.time()
+        waited = self.loop.time() - self._body_seen
+        if waited < self.body_timeout:
+            self._body_timer = self.loop.call_later(self.body_timeout - waited, self._body_check)
+            return
+        log.warning("request body from %s stalled for %.0f s; closing", self.client, self.body_timeout)
+        state = (self.cycle.scope.get("state") or {}) if self.cycle else {}
+        if isinstance(state.get("obs"), dict):  # the app then reads a disconnect; the access log says what was sent
+            state["obs"]["status_override"] = RequestTimeout.status
+        self._send_and_close(
+            RequestTimeout(
+                f"The request body stopped arriving for {self.body_timeout:g} s (AISTACK_HTTP_BODY_TIMEOUT_SEC). "
+                "Send the body without pauses, or check the network between client and server."
+            ),
+            request_id=state.get("request_id"),
+        )
+
+    def _send_and_close(self, error: AistackError, *, request_id: str | None = None) -> None:
+        """Write a complete envelope response straight to the socket (h11 may be in its error state), then close.
+
+        `request_id`: the id the app gave the request in progress; else the head's X-Request-ID, else a fresh one.
+        """
+        if request_id is None:
+            match = _REQUEST_ID.search(bytes(self._head))
+            request_id = request_id_from({"x-request-id": match.group(1).decode("ascii")} if match else {})
         body = envelope_bytes(error)
         head = [
             f"HTTP/1.1 {error.status} {_REASONS.get(error.status, 'Error')}",
@@ -155,10 +195,16 @@ class GuardedH11Protocol(H11Protocol):
             f"x-request-id: {request_id}",
             "connection: close",
         ] + [f"{name.lower()}: {value}" for name, value in error.headers.items()]
-        if self.conn.our_state in (h11.IDLE, h11.ERROR) and not self.transport.is_closing():
+        if self.conn.our_state in (h11.IDLE, h11.SEND_RESPONSE, h11.ERROR) and not self.transport.is_closing():
             self.transport.write(("\r\n".join(head) + "\r\n\r\n").encode("latin-1") + body)
         self._cancel_head_timer()
+        self._cancel_body_timer()
         self.transport.close()
+
+    def _cancel_body_timer(self) -> None:
+        if self._body_timer is not None:
+            self._body_timer.cancel()
+            self._body_timer = None
 
     def _cancel_head_timer(self) -> None:
         if self._head_timer is not None:
@@ -174,5 +220,9 @@ def protocol_for(settings: Settings) -> type[GuardedH11Protocol]:
     return type(
         "AistackH11Protocol",
         (GuardedH11Protocol,),
-        {"header_timeout": settings.http_header_timeout_sec, "max_connections": settings.http_max_connections},
+        {
+            "header_timeout": settings.http_header_timeout_sec,
+            "body_timeout": settings.http_body_timeout_sec,
+            "max_connections": settings.http_max_connections,
+        },
     )

@@ -1,7 +1,8 @@
 """The HTTP connection itself, attacked with raw sockets (issue 9, defects 4, 5 and 6).
 
-- Connections that send nothing, or drip their headers, are closed (header and
-  idle timeouts); open connections are bounded, and the one over the bound gets
+- Connections that send nothing, drip their headers or stop sending their body
+  are closed (idle, header and body timeouts), while a slow but steady body is
+  served; open connections are bounded, and the one over the bound gets
   the busy envelope.
 - A request with both Content-Length and Transfer-Encoding is answered, then the
   connection is closed: the request smuggled after it is never served.
@@ -22,6 +23,7 @@ from bench.harness import ServerProcess
 from tests.raw_http import connect, exchange, is_closed, parse, read_all
 
 HEADER_TIMEOUT = 2.0
+BODY_TIMEOUT = 2.0
 IDLE_TIMEOUT = 1.5
 MAX_CONNECTIONS = 12
 SLACK = 3.0  # a loaded 2-core machine answers late
@@ -33,6 +35,7 @@ def edge(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
         tmp_path_factory.mktemp("edge"),
         {
             "AISTACK_HTTP_HEADER_TIMEOUT_SEC": str(HEADER_TIMEOUT),
+            "AISTACK_HTTP_BODY_TIMEOUT_SEC": str(BODY_TIMEOUT),
             "AISTACK_HTTP_IDLE_TIMEOUT_SEC": str(IDLE_TIMEOUT),
             "AISTACK_HTTP_MAX_CONNECTIONS": str(MAX_CONNECTIONS),
         },
@@ -90,6 +93,59 @@ def test_dripped_headers_get_408_and_the_connection_closes(edge: ServerProcess) 
     assert response.envelope()["kind"] == "malformed" and "AISTACK_HTTP_HEADER_TIMEOUT_SEC" in response.envelope()["message"]
     assert response.headers["x-request-id"] == "drip-1"
     assert time.monotonic() - started < HEADER_TIMEOUT + SLACK
+
+
+CHAT_HEAD = (b"POST /v1/chat/completions HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\n"
+             b"X-Request-ID: %s\r\nContent-Length: %d\r\n\r\n")
+CHAT_BODY = b'{"model": "no-such-model", "messages": [{"role": "user", "content": "hello"}]}'
+UPLOAD_HEAD = (b"POST /v1/audio/transcriptions HTTP/1.1\r\nHost: localhost\r\nX-Request-ID: %s\r\n"
+               b"Content-Type: multipart/form-data; boundary=b0undary\r\nTransfer-Encoding: chunked\r\n\r\n")
+UPLOAD_START = b'--b0undary\r\nContent-Disposition: form-data; name="file"; filename="a.wav"\r\n\r\nRIFF'
+
+
+@pytest.mark.parametrize(
+    ("request_id", "sent"),
+    [
+        (b"stall-json", CHAT_HEAD % (b"stall-json", len(CHAT_BODY)) + CHAT_BODY[:20]),  # Content-Length, 20 bytes of it
+        (b"stall-upload", UPLOAD_HEAD % b"stall-upload" + b"%x\r\n%s\r\n" % (len(UPLOAD_START), UPLOAD_START)),
+    ],
+)
+def test_a_body_that_stops_arriving_gets_408_and_the_connection_closes(edge: ServerProcess, request_id: bytes,
+                                                                      sent: bytes) -> None:
+    with connect(edge.port) as sock:
+        sock.sendall(sent)
+        started = time.monotonic()
+        data, closed = read_all(sock, BODY_TIMEOUT + SLACK)
+        waited = time.monotonic() - started
+    response = parse(data, closed) if data else None
+    assert response is not None and response.status == 408 and response.closed, (data, closed, waited)
+    assert BODY_TIMEOUT - 0.5 < waited < BODY_TIMEOUT + SLACK
+    error = response.envelope()
+    assert error["kind"] == "malformed" and "AISTACK_HTTP_BODY_TIMEOUT_SEC" in error["message"]
+    assert response.headers["x-request-id"] == request_id.decode()
+    assert httpx.get(edge.url + "/health", timeout=5).status_code == 200
+    deadline = time.monotonic() + 5  # the app notes the request once it has seen the client leave
+    while not (records := [r for r in edge.access_log() if r.get("request_id") == request_id.decode()]):
+        assert time.monotonic() < deadline, "the stalled request was never logged"
+        time.sleep(0.1)
+    assert [r["status"] for r in records] == [408], records  # what the client got, not the app's view of a disconnect
+
+
+def test_a_slow_but_steady_body_is_served(edge: ServerProcess) -> None:
+    """The body clock measures pauses, not the whole upload: 4 s of 0.4 s pauses outlasts the 2 s timeout."""
+    pieces = [CHAT_BODY[i : i + 8] for i in range(0, len(CHAT_BODY), 8)]
+    with connect(edge.port) as sock:
+        sock.sendall(CHAT_HEAD % (b"steady-1", len(CHAT_BODY)))
+        started = time.monotonic()
+        for piece in pieces:
+            time.sleep(0.4)
+            sock.sendall(piece)
+        took = time.monotonic() - started
+        data, closed = read_all(sock, IDLE_TIMEOUT + SLACK)
+    response = parse(data, closed)
+    assert took > 2 * BODY_TIMEOUT
+    assert response.status == 400 and "Unknown model 'no-such-model'" in response.envelope()["message"]  # read whole
+    assert response.headers["x-request-id"] == "steady-1"
 
 
 def test_connections_over_the_bound_get_busy_and_are_closed(edge: ServerProcess) -> None:
