@@ -311,14 +311,19 @@ def test_plain_x_tray_docks_hands_over_and_stops_on_sigterm(display: str, data_d
 
 
 def test_the_icon_docks_in_a_tray_that_appears_after_it(bare_display: str, data_dir: Path, tmp_path: Path) -> None:
-    """aistack started at login before the panel: pystray docks only when shown, so the app docks it when a tray appears."""
+    """aistack started at login before the panel, then the panel restarting: pystray docks only when shown."""
     app = TrayApp(data_dir, bare_display, "xorg", tmp_path)
+    log = data_dir / "logs" / "aistack.log"
     try:
         time.sleep(1.0)  # the icon is shown, with no tray to dock in
         assert "Failed to dock icon" in app.output()  # pystray's own word that the first try found no tray
         with system_tray(bare_display):
             assert_icon_docked(bare_display, app, tmp_path / "late-tray-icon.png")
-            assert "a system tray appeared: docking the icon" in (data_dir / "logs" / "aistack.log").read_text()
+        assert log.read_text().count("the icon is in no system tray") == 1
+        with system_tray(bare_display):  # the panel restarts
+            assert_icon_docked(bare_display, app, tmp_path / "restarted-tray-icon.png")
+        assert log.read_text().count("the icon is in no system tray") == 2
+        assert app.proc.poll() is None and app.healthy()
     finally:
         app.kill()
 
