@@ -210,6 +210,10 @@ class Runner:
         job = self._job
         if job is None or (msg.id is not None and msg.id != job.id):
             return  # late news of a job that was cancelled and already finished
+        if isinstance(msg, Error) and msg.retiring and self.crash_reason is None:
+            # Before the route sees the error: the next request must find this runner gone, not reuse it.
+            self.crash_reason = "it exited after the GPU failed"
+            log.warning("runner for %s exits after a GPU failure", self.model_id)
         job.queue.put_nowait(msg)
         if isinstance(msg, Final | Error):
             self._finish_job()

@@ -129,13 +129,17 @@ def main(conn: Connection, load: Load) -> None:
     threading.Thread(target=inbox.read_forever, name="runner-inbox", daemon=True).start()
     while (msg := inbox.jobs.get()) is not None:
         _run_one(engine, msg, inbox, send, provider)
-        if getattr(engine, "gpu_lost", False):  # a CUDA error mid-job: this process's GPU state is gone
+        if _gpu_lost(engine):  # a CUDA error mid-job: this process's GPU state is gone
             log.error("the GPU failed during a job; this runner exits and the next request starts a fresh one")
             break
     try:
         engine.close()
     finally:
         conn.close()
+
+
+def _gpu_lost(engine: Any) -> bool:
+    return bool(getattr(engine, "gpu_lost", False))
 
 
 def _run_one(engine: Any, msg: Job, inbox: _Inbox, send: Any, provider: str) -> None:
@@ -156,10 +160,10 @@ def _run_one(engine: Any, msg: Job, inbox: _Inbox, send: Any, provider: str) -> 
         # a prompt...) or a failure it already explained. The message is the answer; no traceback.
         level = logging.ERROR if exc.status >= 500 else logging.INFO
         log.log(level, "job %s: %s %s", job_id, exc.kind, exc.message)
-        send(Error(job_id, exc.to_dict()))
+        send(Error(job_id, exc.to_dict(), retiring=_gpu_lost(engine)))
     except BaseException as exc:  # noqa: BLE001 - report, keep serving
         log.error("job %s failed:\n%s", job_id, traceback.format_exc())
-        send(Error(job_id, describe_failure(exc, provider, "running the request")))
+        send(Error(job_id, describe_failure(exc, provider, "running the request"), retiring=_gpu_lost(engine)))
     finally:
         with inbox.lock:
             inbox.cancelled.discard(job_id)

@@ -10,6 +10,7 @@ from models.engines.base import JobContext
 from tests.engines import ScriptedEngine
 
 ENGINES = {"scripted-gpu": "tests.gpu_engines:GpuScriptedEngine"}
+EXIT_AFTER_GPU_LOSS_SEC = 1.0
 
 
 class GpuScriptedEngine(ScriptedEngine):
@@ -29,6 +30,15 @@ class GpuScriptedEngine(ScriptedEngine):
         assert is_cuda_failure(exc)
         self.gpu_lost = True
         raise gpu_lost_error("scripted-gpu", exc) from exc
+
+    def close(self) -> None:
+        """A runner whose GPU failed takes a while to exit (a real one tears down its CUDA context): a request
+        right after the failure must start a fresh runner, not reach this one while it is going."""
+        if self.gpu_lost:
+            import time
+
+            time.sleep(EXIT_AFTER_GPU_LOSS_SEC)
+        super().close()
 
 
 def install_gpu_model(data_dir: Path, model_id: str, vram_bytes: int) -> None:

@@ -87,4 +87,5 @@ def test_a_cuda_error_mid_job_is_a_503_and_the_next_request_gets_a_fresh_runner(
     assert error["message"].startswith("The GPU failed during this request (CUDA error: an illegal memory access")
     assert "reloaded on the next request" in error["message"]
     again = run(server, "first")
-    assert again.status_code == 200 and again.json()["result"]["pid"] != first
+    assert again.status_code == 200, again.text
+    assert again.json()["result"]["pid"] != first

@@ -201,10 +201,15 @@ class Final:
 
 @dataclass(frozen=True)
 class Error:
-    """A job failed. `id` is None when the runner could not even read the message it was sent."""
+    """A job failed. `id` is None when the runner could not even read the message it was sent.
+
+    `retiring`: the runner exits after this answer (its GPU state is gone), so the next request must start a
+    fresh runner, not queue behind this one's exit.
+    """
 
     id: int | None
     error: dict[str, Any]
+    retiring: bool = False
 
 
 JobEvent = Accepted | Partial | Final
