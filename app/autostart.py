@@ -24,7 +24,10 @@ class AutostartError(Exception):
 def launch_command() -> list[str]:
     """The command that starts this app with the tray (no arguments)."""
     if getattr(sys, "frozen", False):
-        return [sys.executable]
+        # Both executables share one folder; from `aistack-cli autostart on` the entry must still name
+        # the windowed tray program, or every login opens a console window and no tray.
+        tray = Path(sys.executable).with_name(TRAY_PROGRAM + Path(sys.executable).suffix)
+        return [str(tray) if tray.is_file() else sys.executable]
     # The console script installed beside this Python (a venv's bin/ or Scripts\), else one on PATH.
     beside = Path(sys.executable).parent / ("aistack.exe" if sys.platform == "win32" else "aistack")
     script = str(beside) if beside.is_file() else shutil.which("aistack")

@@ -26,7 +26,7 @@ from app.admin_client import AdminClient, AdminError
 from app.server_thread import ServerThread
 from app.serving import EXIT_PORT_IN_USE, PortInUse, bind_socket
 from app.tray_actions import Actions, dashboard_url, local_url, read_admin_token
-from app.tray_menu import Entry, TrayView, build_menu, icon_state, tooltip
+from app.tray_menu import TOOLTIP_MAX, Entry, TrayView, build_menu, clip_utf16, icon_state, tooltip
 from app.tray_notices import notices
 from app.tray_xorg import XorgNudger
 from models.settings import Settings
@@ -131,7 +131,7 @@ def show_problem(pystray: ModuleType, message: str, exit_code: int) -> None:
     """Show the error icon with `message` and a notification for a while (the app is about to exit)."""
     dismissed, loop_ended = threading.Event(), threading.Event()
     menu = pystray.Menu(pystray.MenuItem(message, None, enabled=False), pystray.MenuItem("Quit", lambda: dismissed.set()))
-    icon = pystray.Icon("aistack", icons.load(icons.IconState.ERROR), f"aistack: {message}"[:127], menu=menu)
+    icon = pystray.Icon("aistack", icons.load(icons.IconState.ERROR), clip_utf16(f"aistack: {message}", TOOLTIP_MAX), menu=menu)
     nudger = XorgNudger(icon)
     _on_signals(dismissed.set)  # a signal ends the wait early, with the same exit code
 

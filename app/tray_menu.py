@@ -17,7 +17,9 @@ from app.icons import IconState
 CAPABILITIES = (("asr", "Speech to text"), ("tts", "Voices"), ("llm", "Chat"))
 IN_PROGRESS = ("queued", "downloading", "verifying", "loading", "unloading")
 _DOWNLOAD_WORDS = {"queued": "waiting to download", "downloading": "downloading", "verifying": "checking files"}
-TOOLTIP_MAX = 127  # Windows cuts the tooltip at 128 characters
+# Windows' NOTIFYICONDATAW.szTip holds 128 UTF-16 units with the terminating zero; pystray's win32
+# backend raises on a longer title, and every later update of the icon fails with it.
+TOOLTIP_MAX = 127
 
 
 @dataclass(frozen=True)
@@ -198,4 +200,18 @@ def tooltip(view: TrayView) -> str:
 
 def _clip(text: str, limit: int) -> str:
     text = " ".join(text.split()) if "\n" not in text else text
-    return text if len(text) <= limit else text[: limit - 1] + "..."
+    return clip_utf16(text, limit)
+
+
+def clip_utf16(text: str, limit: int) -> str:
+    """`text` cut to at most `limit` UTF-16 units (what Windows counts), with "..." where it was cut."""
+    if _utf16_len(text) <= limit:
+        return text
+    kept = text[: limit - 3]
+    while _utf16_len(kept) > limit - 3:  # characters beyond the BMP (emoji) take two units each
+        kept = kept[:-1]
+    return kept + "..."
+
+
+def _utf16_len(text: str) -> int:
+    return len(text.encode("utf-16-le", "surrogatepass")) // 2

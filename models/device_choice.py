@@ -12,7 +12,9 @@ with an NVIDIA GPU carries its reason, and the status page shows it.
   short; the CPU when even that does not fit or CTranslate2 sees no GPU.
 - llama.cpp: the CUDA build (picked with LLAMA_CPP_LIB_PATH, set here before
   `llama_cpp` is imported) with as many layers as fit; the portable CPU build
-  when there is no CUDA build or no usable GPU.
+  when there is no CUDA build or no usable GPU. The CPU build is the one inside
+  the `llama_cpp` package (a Linux wheel), or a `llama-cpu/lib` folder of its own
+  where the package came without one (Windows: installer/build_windows_llama.sh).
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ from models.gpu import GpuProbe, GpuReading
 log = logging.getLogger("aistack.device")
 DEFAULT_RESERVE_BYTES = 512 << 20  # VRAM left for the desktop and other programs
 LLAMA_CUDA_DIR_ENV = "AISTACK_LLAMA_CUDA_DIR"
+LLAMA_CPU_DIR_ENV = "AISTACK_LLAMA_CPU_DIR"
 
 
 @dataclass(frozen=True)
@@ -53,6 +56,8 @@ class EngineCaps(Protocol):
 
     def llama_cuda_lib(self) -> Path | None: ...
 
+    def llama_cpu_lib(self) -> Path | None: ...
+
 
 class InstalledCaps:
     """The real libraries: CTranslate2's device count and the CUDA llama.cpp build on disk."""
@@ -66,12 +71,20 @@ class InstalledCaps:
             return 0
 
     def llama_cuda_lib(self) -> Path | None:
-        configured = os.environ.get(LLAMA_CUDA_DIR_ENV)
-        for folder in ([Path(configured)] if configured else []) + [Path(sys.prefix) / "llama-cuda"]:
-            lib = folder / "lib"
-            if any(lib.glob("libllama.*")) or any(lib.glob("llama.dll")):
-                return lib
-        return None
+        return _llama_build(LLAMA_CUDA_DIR_ENV, "llama-cuda")
+
+    def llama_cpu_lib(self) -> Path | None:
+        return _llama_build(LLAMA_CPU_DIR_ENV, "llama-cpu")
+
+
+def _llama_build(env_name: str, folder_name: str) -> Path | None:
+    """`<dir>/lib` holding libllama/llama.dll: the folder an environment variable names, else sys.prefix's."""
+    configured = os.environ.get(env_name)
+    for folder in ([Path(configured)] if configured else []) + [Path(sys.prefix) / folder_name]:
+        lib = folder / "lib"
+        if any(lib.glob("libllama.*")) or any(lib.glob("llama.dll")):
+            return lib
+    return None
 
 
 def choose(engine: str, spec: dict[str, Any], gpu: GpuReading, caps: EngineCaps,
@@ -167,15 +180,21 @@ def prepare_runner(spec: dict[str, Any], probe: GpuProbe | None = None, caps: En
     reading = (probe or default_probe()).read() if engine != "piper" else GpuReading.unavailable("piper")
     caps = caps or InstalledCaps()
     choice = choose(engine, spec, reading, caps)
-    if choice.llama_lib and choice.device == "cuda":
-        os.environ["LLAMA_CPP_LIB_PATH"] = choice.llama_lib
-    elif engine == "llama.cpp" and os.environ.get("LLAMA_CPP_LIB_PATH") == str(caps.llama_cuda_lib()):
-        # The CUDA build with no layers offloaded still takes GPU memory (measured: 675 MB on an H200)
-        # and runs big prompt batches there: on the CPU, use the portable build.
-        os.environ.pop("LLAMA_CPP_LIB_PATH")
+    if engine == "llama.cpp":
+        _point_llama_cpp_at(choice.llama_lib if choice.device == "cuda" else caps.llama_cpu_lib(), caps)
     if choice.reason:
         log.info("%s: %s", spec.get("id"), choice.reason)
     return {**spec, **choice.to_spec()}
+
+
+def _point_llama_cpp_at(lib: str | Path | None, caps: EngineCaps) -> None:
+    """LLAMA_CPP_LIB_PATH for the build chosen; unset means the library inside the `llama_cpp` package."""
+    if lib is not None:
+        os.environ["LLAMA_CPP_LIB_PATH"] = str(lib)
+    elif os.environ.get("LLAMA_CPP_LIB_PATH") == str(caps.llama_cuda_lib()):
+        # The CUDA build with no layers offloaded still takes GPU memory (measured: 675 MB on an H200)
+        # and runs big prompt batches there: on the CPU, use the portable build.
+        os.environ.pop("LLAMA_CPP_LIB_PATH")
 
 
 def device_info(spec: dict[str, Any]) -> dict[str, Any]:

@@ -86,14 +86,17 @@ def test_a_driver_reset_is_reported_then_recovered(nvml: Any) -> None:
 
 # Device choice with fake engine capabilities -------------------------------------------------
 class Caps:
-    def __init__(self, ct2: int = 1, llama: Path | None = Path("/opt/llama-cuda/lib")):
-        self.ct2, self.llama = ct2, llama
+    def __init__(self, ct2: int = 1, llama: Path | None = Path("/opt/llama-cuda/lib"), llama_cpu: Path | None = None):
+        self.ct2, self.llama, self.llama_cpu = ct2, llama, llama_cpu
 
     def ct2_cuda_devices(self) -> int:
         return self.ct2
 
     def llama_cuda_lib(self) -> Path | None:
         return self.llama
+
+    def llama_cpu_lib(self) -> Path | None:
+        return self.llama_cpu
 
 
 def model_folder(tmp_path: Path, name: str, size: int) -> dict[str, Any]:
@@ -179,6 +182,33 @@ def test_the_runner_points_llama_cpp_at_the_cuda_build(tmp_path: Path, monkeypat
     held = device_choice.prepare_runner({**spec, "device": "cpu", "device_reason": "Game mode: ..."}, Probe(), Caps())
     assert held["device"] == "cpu" and held["device_reason"] == "Game mode: ..."
     assert "LLAMA_CPP_LIB_PATH" not in os.environ  # the portable CPU build: the CUDA one would still take VRAM
+
+
+def test_a_cpu_build_of_its_own_is_used_on_the_cpu(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Windows: the `llama_cpp` package has no library inside; the portable build sits in llama-cpu/lib."""
+    monkeypatch.delenv("LLAMA_CPP_LIB_PATH", raising=False)
+
+    class NoGpu:
+        def read(self) -> GpuReading:
+            return GpuReading.unavailable("no NVIDIA GPU")
+
+    caps = Caps(llama=Path("/opt/llama-cuda/lib"), llama_cpu=Path("/opt/llama-cpu/lib"))
+    spec = device_choice.prepare_runner(llama_8b(tmp_path), NoGpu(), caps)
+    assert spec["device"] == "cpu" and os.environ["LLAMA_CPP_LIB_PATH"] == "/opt/llama-cpu/lib"
+
+
+def test_the_cpu_build_folder_is_found_beside_the_python(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    lib = tmp_path / "llama-cpu" / "lib"
+    lib.mkdir(parents=True)
+    monkeypatch.delenv(device_choice.LLAMA_CPU_DIR_ENV, raising=False)
+    monkeypatch.setattr(device_choice.sys, "prefix", str(tmp_path))
+    assert device_choice.InstalledCaps().llama_cpu_lib() is None  # a folder without the library is no build
+    (lib / "llama.dll").write_bytes(b"MZ")
+    assert device_choice.InstalledCaps().llama_cpu_lib() == lib
+    monkeypatch.setenv(device_choice.LLAMA_CPU_DIR_ENV, str(tmp_path / "elsewhere"))
+    (tmp_path / "elsewhere" / "lib").mkdir(parents=True)
+    (tmp_path / "elsewhere" / "lib" / "libllama.so").write_bytes(b"")
+    assert device_choice.InstalledCaps().llama_cpu_lib() == tmp_path / "elsewhere" / "lib"
 
 
 # Game mode: a game appears, then leaves ------------------------------------------------------

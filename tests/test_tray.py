@@ -293,3 +293,14 @@ def test_active_game_mode_says_why_in_its_label() -> None:
     assert game.label == "Game mode: active (game.exe uses 8.2 GB of VRAM)" and game.checked is True
     assert "Free GPU memory: nothing is loaded" in labels
     assert icon_state(view) == IconState.IDLE
+
+
+def test_every_tooltip_fits_windows_limit() -> None:
+    """Windows takes 127 UTF-16 units (emoji count twice); a longer title breaks every later icon update."""
+    from tests.tray_views import edge_views, utf16_units
+
+    for name, view in edge_views().items():
+        text = tooltip(view)
+        assert utf16_units(text) <= 127, f"{name}: {utf16_units(text)} units"
+        assert text.startswith("aistack: "), name
+    assert "Größe-模型" in tooltip(edge_views()["non-ascii names"])  # cut, not mangled
