@@ -15,6 +15,7 @@ from pathlib import Path
 
 ENTRY_NAME = "aistack"
 RUN_KEY = r"Software\Microsoft\Windows\CurrentVersion\Run"
+TRAY_PROGRAM = "aistack"  # the frozen tray app (pyinstaller.spec); `aistack-cli` is its console twin
 
 
 class AutostartError(Exception):
