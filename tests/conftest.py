@@ -22,6 +22,7 @@ import pytest
 from bench.harness import DEFAULT_DATA, ROOT, ServerProcess, free_port
 
 __all__ = ["DEFAULT_DATA", "ROOT", "ServerProcess", "free_port"]
+collect_ignore = ["windows"]  # the Windows lane's tests: `make test-windows` runs them under Wine
 
 if _WORKER := os.environ.get("PYTEST_XDIST_WORKER"):
     # Each pytest-xdist worker and the servers it starts get their own temp folder, so a check
