@@ -11,7 +11,7 @@ import pytest
 from tests.windows.support import App, data_dir_with_starter
 
 if sys.platform != "win32":
-    collect_ignore_glob = ["test_*.py"]  # noqa: F841 - read by pytest: these tests run in the Windows lane only
+    collect_ignore_glob = ["test_*.py"]
 
 # Windows user names often hold spaces and letters beyond ASCII, and the data dir sits under them.
 ODD_NAME = "Jörg Müller 数据"

