@@ -12,7 +12,7 @@ TEST_STAMP := $(VENV)/.test-installed-$(shell cat pyproject.toml | sha1sum | cut
 # Test data (starter models) lives inside the repo's ignored .cache, shared by every test run.
 export AISTACK_TEST_DATA_DIR ?= $(CURDIR)/.cache/test-data
 
-.PHONY: run install install-test system-test-deps test lint starter clean
+.PHONY: run install install-test system-test-deps test lint starter clean test-windows windows-test-deps
 
 run: install starter
 	$(VENV)/bin/aistack serve
@@ -59,6 +59,24 @@ test: install-test system-test-deps
 	$(VENV)/bin/ruff check app server models tests bench
 	$(VENV)/bin/mypy
 	$(VENV)/bin/python -m tests.suite
+
+# The Windows lane (tests/windows/lane.py): the app, the frozen build and the installer under Wine with a
+# Windows CPython; everything it downloads or builds is cached in ~/.cache/aistack-windows.
+WINDOWS_TEST_PROGRAMS := wine wineboot x86_64-w64-mingw32-g++-posix makensis Xvfb cmake
+# With recommends: Wine's fonts draw the tray menu's text.
+WINDOWS_TEST_PACKAGES := wine wine64 mingw-w64 g++-mingw-w64-x86-64-posix nsis xvfb cmake
+
+windows-test-deps:
+	@missing=$$(for p in $(WINDOWS_TEST_PROGRAMS); do command -v $$p >/dev/null || echo $$p; done); \
+	if [ -n "$$missing" ]; then \
+	  echo "installing system packages for the Windows lane (missing: $$missing)"; \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq $(WINDOWS_TEST_PACKAGES) >/dev/null; \
+	fi
+
+test-windows: install windows-test-deps
+	AISTACK_DATA_DIR=$(AISTACK_TEST_DATA_DIR) $(VENV)/bin/aistack models install-starter
+	$(PY) tests/windows/lane.py
 
 lint: install-test
 	$(VENV)/bin/ruff check app server models tests bench

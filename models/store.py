@@ -23,6 +23,7 @@ from models.errors import Conflict, Malformed
 MANIFEST = "manifest.json"
 PARTIAL_DIR = ".partial"
 _ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+IN_USE_WAIT_SEC = 3.0  # how long a removal waits for files another process is letting go of (Windows)
 
 
 def validate_model_id(model_id: str) -> str:
@@ -226,10 +227,18 @@ class ModelStore:
         # Rename first so a crash mid-delete never leaves a half model that still lists.
         trash = self.root / PARTIAL_DIR / f"{model_id}.deleting-{os.getpid()}"
         trash.parent.mkdir(parents=True, exist_ok=True)
-        try:
-            os.replace(folder, trash)
-        except PermissionError:  # Windows: a runner still has the files open
-            raise Conflict(f"Model {model_id} is in use. Unload it (or stop aistack), then remove it.") from None
+        deadline = time.monotonic() + IN_USE_WAIT_SEC
+        while True:
+            try:
+                os.replace(folder, trash)
+                break
+            except PermissionError:
+                # Windows: a process still has a file open (a runner that is just exiting after an unload
+                # lets go within moments; another program, or a loaded model, does not).
+                if time.monotonic() >= deadline:
+                    raise Conflict(f"Model {model_id} is in use by another program or a running model. "
+                                   "Unload it and close programs that have its files open, then remove it.") from None
+                time.sleep(0.2)
         shutil.rmtree(trash, ignore_errors=True)
         self._cache = None
 
