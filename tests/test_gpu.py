@@ -186,7 +186,8 @@ def test_the_runner_points_llama_cpp_at_the_cuda_build(tmp_path: Path, monkeypat
 
 def test_a_cpu_build_of_its_own_is_used_on_the_cpu(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Windows: the `llama_cpp` package has no library inside; the portable build sits in llama-cpu/lib."""
-    monkeypatch.delenv("LLAMA_CPP_LIB_PATH", raising=False)
+    monkeypatch.setenv("LLAMA_CPP_LIB_PATH", "")  # recorded as unset: the runner code's change is undone after
+    monkeypatch.delenv("LLAMA_CPP_LIB_PATH")
 
     class NoGpu:
         def read(self) -> GpuReading:
