@@ -14,6 +14,7 @@ import logging.handlers
 import os
 import sys
 import threading
+import time
 from pathlib import Path
 from types import TracebackType
 
@@ -54,8 +55,7 @@ def setup_logging(settings: Settings, level: str = "info", *, runners_to_file: b
     path: Path | None = log_path(settings)
     try:
         settings.log_dir.mkdir(parents=True, exist_ok=True)
-        handler = logging.handlers.RotatingFileHandler(log_path(settings), maxBytes=MAX_BYTES, backupCount=BACKUPS,
-                                                       encoding="utf-8")
+        handler = SharedRotatingFileHandler(log_path(settings), maxBytes=MAX_BYTES, backupCount=BACKUPS, encoding="utf-8")
         handler.setFormatter(formatter)
         root.addHandler(handler)
     except OSError as exc:
@@ -66,6 +66,32 @@ def setup_logging(settings: Settings, level: str = "info", *, runners_to_file: b
     sys.excepthook = _log_uncaught
     threading.excepthook = _log_uncaught_in_thread
     return path
+
+
+class SharedRotatingFileHandler(logging.handlers.RotatingFileHandler):
+    """A rotating log file that another aistack process may hold open.
+
+    Windows cannot rename a file another process has open: a second launch (which hands over
+    and exits) or the tray app beside it would fail its rotation, and the standard handler then
+    drops the line and prints "--- Logging error ---" with a traceback. Here the line is
+    appended to the current file instead, and the rotation is tried again a minute later.
+    """
+
+    RETRY_SEC = 60.0
+    _next_try = 0.0
+
+    def shouldRollover(self, record: logging.LogRecord) -> int:
+        if time.monotonic() < self._next_try:
+            return False
+        return super().shouldRollover(record)
+
+    def doRollover(self) -> None:
+        try:
+            super().doRollover()
+        except PermissionError:
+            self._next_try = time.monotonic() + self.RETRY_SEC
+            if self.stream is None:
+                self.stream = self._open()
 
 
 def _usable(stream: object) -> bool:
