@@ -29,6 +29,11 @@ def launch_command() -> list[str]:
         # the windowed tray program, or every login opens a console window and no tray.
         tray = Path(sys.executable).with_name(TRAY_PROGRAM + Path(sys.executable).suffix)
         return [str(tray) if tray.is_file() else sys.executable]
+    if sys.platform == "win32":
+        # A console script (Scripts\aistack.exe) or python.exe would open a console window at every login.
+        windowed = Path(sys.executable).with_name("pythonw.exe")
+        if windowed.is_file():
+            return [str(windowed), "-m", "app"]
     # The console script installed beside this Python (a venv's bin/ or Scripts\), else one on PATH.
     beside = Path(sys.executable).parent / ("aistack.exe" if sys.platform == "win32" else "aistack")
     script = str(beside) if beside.is_file() else shutil.which("aistack")

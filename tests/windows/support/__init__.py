@@ -81,6 +81,14 @@ class App:
         if wait_healthy:
             wait_until(self.healthy, 90, f"{self.url}/health ({self.output()[-2000:]})")
 
+    @classmethod
+    def started_elsewhere(cls, proc: subprocess.Popen[bytes], data_dir: Path, port: int) -> App:
+        """An app another launcher started (the Run value, the installer): the same checks on it."""
+        app = cls.__new__(cls)
+        app.proc, app.data_dir, app.port, app.url = proc, data_dir, port, f"http://127.0.0.1:{port}"
+        app.log_path = data_dir / f"app-{port}.out"
+        return app
+
     def healthy(self) -> bool:
         if self.proc.poll() is not None:
             raise AssertionError(f"the app exited with {self.proc.returncode}:\n{self.output()[-3000:]}")
