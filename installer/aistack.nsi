@@ -3,15 +3,20 @@
 ;   makensis -DVERSION=0.1.0 -DVI_VERSION=0.1.0.0 -DAPP_DIR=dist/aistack -DOUT_FILE=dist/aistack-0.1.0-setup.exe [-DICON=assets/icons/aistack.ico] aistack.nsi
 ;   (installer/build.py --installer passes these)
 ;
+; A 64-bit installer (Target amd64-unicode: the app is 64-bit, and makensis's default
+; 32-bit stub would not even start where only 64-bit programs run).
 ; Installs the PyInstaller onedir into %LOCALAPPDATA%\Programs\aistack, adds a Start-menu
-; shortcut, optionally starts aistack at login (the same HKCU Run value the tray's
-; "Start at login" toggle writes), and launches it at the end. Running it over an older
-; version stops the running aistack and replaces the program files in place; models and
-; settings live in the data folder (%LOCALAPPDATA%\aistack) and are not touched.
-; The uninstaller stops aistack, removes the Run value and the shortcuts, and asks
-; whether to keep the downloaded models (a silent uninstall keeps them).
+; shortcut and a per-user uninstall entry (HKCU), optionally starts aistack at login (the
+; same HKCU Run value the tray's "Start at login" toggle writes), and launches it at the
+; end: the finish page's check box, or after a silent install (/S) unless /NOSTART is given.
+; Running it over an older version stops the running aistack (tray app, server and their
+; runner processes) and replaces the program files in place; models and settings live in
+; the data folder (%LOCALAPPDATA%\aistack, platformdirs' user_data_dir in models/settings.py)
+; and are not touched.
+; The uninstaller stops aistack, removes the Run value and the shortcut, and asks whether
+; to keep the downloaded models; a silent uninstall keeps them unless given /REMOVEMODELS.
 
-Unicode true
+Target amd64-unicode
 ManifestDPIAware true
 RequestExecutionLevel user
 !ifdef NO_COMPRESS
@@ -81,16 +86,18 @@ VIAddVersionKey "LegalCopyright" "MIT licence"
 !insertmacro MUI_LANGUAGE "English"
 
 ; Stop a running aistack (tray app, headless server and their runner processes), politely first.
+; By image name, which the runners share with the program that started them, so no /T is needed
+; (Wine's taskkill refuses /T and would then stop nothing).
 !macro StopAistack
   DetailPrint "Stopping ${APP_NAME} if it is running..."
-  nsExec::Exec '"$SYSDIR\taskkill.exe" /T /IM ${APP_EXE}'
+  nsExec::Exec '"$SYSDIR\taskkill.exe" /IM ${APP_EXE}'
   Pop $0
-  nsExec::Exec '"$SYSDIR\taskkill.exe" /T /IM ${CLI_EXE}'
+  nsExec::Exec '"$SYSDIR\taskkill.exe" /IM ${CLI_EXE}'
   Pop $0
   Sleep 2000
-  nsExec::Exec '"$SYSDIR\taskkill.exe" /F /T /IM ${APP_EXE}'
+  nsExec::Exec '"$SYSDIR\taskkill.exe" /F /IM ${APP_EXE}'
   Pop $0
-  nsExec::Exec '"$SYSDIR\taskkill.exe" /F /T /IM ${CLI_EXE}'
+  nsExec::Exec '"$SYSDIR\taskkill.exe" /F /IM ${CLI_EXE}'
   Pop $0
   Sleep 1000
 !macroend
@@ -123,6 +130,18 @@ Section /o "Start ${APP_NAME} when I log in" SecAutostart
   WriteRegStr HKCU "${RUN_KEY}" "${RUN_VALUE}" '"$INSTDIR\${APP_EXE}"'
 SectionEnd
 
+; After a silent install, start the app as the finish page's check box does; /NOSTART says not to.
+Function .onInstSuccess
+  ${If} ${Silent}
+    ${GetParameters} $R0
+    ClearErrors
+    ${GetOptions} $R0 "/NOSTART" $R1
+    ${If} ${Errors}
+      Exec '"$INSTDIR\${APP_EXE}"'
+    ${EndIf}
+  ${EndIf}
+FunctionEnd
+
 Function .onInit
   ; An upgrade keeps the user's choice of start at login.
   ReadRegStr $0 HKCU "${RUN_KEY}" "${RUN_VALUE}"
@@ -142,11 +161,18 @@ Section "Uninstall"
   Delete "$INSTDIR\${CLI_EXE}"
   Delete "$INSTDIR\uninstall.exe"
   RMDir "$INSTDIR"
-  DeleteRegKey HKCU "${UNINSTALL_KEY}"
 
-  ; Models are large downloads: keep them unless the user says otherwise (a silent uninstall keeps them).
-  IfFileExists "$LOCALAPPDATA\${APP_NAME}\*.*" 0 done
-  MessageBox MB_YESNO|MB_ICONQUESTION "Keep your downloaded models and settings in $LOCALAPPDATA\${APP_NAME}?$\r$\n$\r$\nChoose No to delete them." /SD IDYES IDYES done
+  ; Models are large downloads: keep them unless the user says otherwise (a silent uninstall keeps them
+  ; unless given /REMOVEMODELS).
+  IfFileExists "$LOCALAPPDATA\${APP_NAME}\*.*" 0 models_done
+  ${un.GetParameters} $R0
+  ClearErrors
+  ${un.GetOptions} $R0 "/REMOVEMODELS" $R1
+  IfErrors 0 remove_models
+  MessageBox MB_YESNO|MB_ICONQUESTION "Keep your downloaded models and settings in $LOCALAPPDATA\${APP_NAME}?$\r$\n$\r$\nChoose No to delete them." /SD IDYES IDYES models_done
+  remove_models:
   RMDir /r "$LOCALAPPDATA\${APP_NAME}"
-  done:
+  models_done:
+  ; Last, so an uninstall that stopped half-way can be run again from Settings.
+  DeleteRegKey HKCU "${UNINSTALL_KEY}"
 SectionEnd

@@ -4,8 +4,11 @@
     python installer/build.py --installer     + dist/aistack-<version>[-<variant>]-setup.exe (NSIS; needs makensis)
     python installer/build.py --tarball       + dist/aistack-<version>-linux-<arch>.tar.gz (.desktop file and icon inside)
     --variant NAME                            names the installer for a build variant (windows-cpu, windows-cuda)
+    --distpath DIR                            where the onedir and packages go
 
-PyInstaller's work folder is kept in .cache/pyinstaller so a rebuild reuses its analysis.
+On Windows the default dist folder is dist/windows (dist/windows/aistack/aistack.exe ...), so a
+Windows build (native, or under Wine from the same checkout) never mixes with a Linux one.
+PyInstaller's work folder is kept in .cache/pyinstaller[-windows] so a rebuild reuses its analysis.
 The version comes from the installed package metadata (pyproject.toml), as in the spec.
 """
 
@@ -19,6 +22,7 @@ import subprocess
 import sys
 import tarfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -26,6 +30,9 @@ SPEC = ROOT / "pyinstaller.spec"
 NSIS_SCRIPT = ROOT / "installer" / "aistack.nsi"
 LINUX_DIR = ROOT / "installer" / "linux"
 APP_ICON = ROOT / "assets" / "icons" / "aistack.ico"  # drawn by app/icons.py
+WINDOWS = sys.platform == "win32"
+DIST = ROOT / "dist" / "windows" if WINDOWS else ROOT / "dist"
+WORK = ROOT / ".cache" / ("pyinstaller-windows" if WINDOWS else "pyinstaller")
 sys.path.insert(0, str(ROOT / "installer"))
 
 from build_version import app_version, four_numbers  # noqa: E402
@@ -80,19 +87,28 @@ def size_report(app_dir: Path) -> str:
     return "\n".join(lines)
 
 
+def installer_name(variant: str = "") -> str:
+    return f"aistack-{app_version()}{'-' + variant if variant else ''}-setup.exe"
+
+
+def installer_command(app_dir: Path, out_file: Path, compress: bool = True, makensis: str = "makensis",
+                      path: Callable[[Path], str] = lambda p: str(p.resolve())) -> list[str]:
+    """The makensis command line for installer/aistack.nsi; `path` writes each path as makensis will read it
+    (the Windows lane runs Linux makensis from Wine and passes its Unix names)."""
+    defines = {"VERSION": app_version(), "VI_VERSION": ".".join(map(str, four_numbers(app_version()))),
+               "APP_DIR": path(app_dir), "OUT_FILE": path(out_file), "ICON": path(APP_ICON)}
+    if not compress:
+        defines["NO_COMPRESS"] = "1"
+    return [makensis, "-V2", "-INPUTCHARSET", "UTF8", *(f"-D{k}={v}" for k, v in defines.items()), path(NSIS_SCRIPT)]
+
+
 def build_installer(app_dir: Path, out_dir: Path, compress: bool = True, variant: str = "") -> Path:
     """Compile installer/aistack.nsi around the onedir; returns the setup .exe."""
     makensis = shutil.which("makensis")
     if makensis is None:
         raise SystemExit("makensis not found: install NSIS (Debian/Ubuntu: apt-get install nsis; Windows: choco install nsis)")
-    out_file = out_dir / f"aistack-{app_version()}{'-' + variant if variant else ''}-setup.exe"
-    defines = {"VERSION": app_version(), "VI_VERSION": ".".join(map(str, four_numbers(app_version()))),
-               "APP_DIR": str(app_dir.resolve()), "OUT_FILE": str(out_file.resolve())}
-    defines["ICON"] = str(APP_ICON)
-    if not compress:
-        defines["NO_COMPRESS"] = "1"
-    cmd = [makensis, "-V2", "-INPUTCHARSET", "UTF8", *(f"-D{k}={v}" for k, v in defines.items()), str(NSIS_SCRIPT)]
-    subprocess.run(cmd, check=True, cwd=ROOT / "installer")
+    out_file = out_dir / installer_name(variant)
+    subprocess.run(installer_command(app_dir, out_file, compress, makensis), check=True, cwd=ROOT / "installer")
     return out_file
 
 
@@ -120,8 +136,8 @@ def main() -> int:
     parser.add_argument("--no-compress", action="store_true", help="store the installer payload uncompressed (fast; for tests)")
     parser.add_argument("--variant", default="", help="build variant named in the installer's file name (windows-cpu, windows-cuda)")
     parser.add_argument("--clean", action="store_true", help="drop PyInstaller's cached analysis first")
-    parser.add_argument("--distpath", type=Path, default=ROOT / "dist")
-    parser.add_argument("--workpath", type=Path, default=ROOT / ".cache" / "pyinstaller")
+    parser.add_argument("--distpath", type=Path, default=DIST, help=f"output folder (default {DIST.relative_to(ROOT)})")
+    parser.add_argument("--workpath", type=Path, default=WORK, help="PyInstaller's work folder, kept between builds")
     args = parser.parse_args()
 
     started = time.monotonic()
