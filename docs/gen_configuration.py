@@ -56,7 +56,8 @@ NOTES: dict[str, str] = {
     "api_key": "Without it such a request is 403 `forbidden`; `/health` stays open "
     "([security](security.md#lan-peers)).",
     "http_header_timeout_sec": "Else 408.",
-    "http_body_timeout_sec": "The clock counts pauses between the client's bytes, so a slow but steady upload is never cut.",
+    "http_body_timeout_sec": "An upload or a JSON body alike. The clock counts pauses between the client's bytes, "
+    "so a slow but steady upload is never cut.",
     "max_body_mb": "413 `overflow` beyond.",
     "max_upload_mb": "413 `overflow` beyond.",
     "max_audio_sec": "413 `overflow` beyond (14400 s = 4 h).",
