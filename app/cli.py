@@ -13,7 +13,7 @@ import os
 import sys
 from collections.abc import Sequence
 
-from models.settings import SettingsError, load_settings
+from models.core.settings import SettingsError, load_settings
 
 EXIT_SETTINGS = 2
 

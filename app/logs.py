@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 from types import TracebackType
 
-from models.settings import Settings
+from models.core.settings import Settings
 
 LOG_FILE = "aistack.log"
 RUNNER_LOG_FILE = "runners.log"

@@ -19,10 +19,10 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
-from models.errors import AistackError
-from models.progress import DownloadProgress
-from models.settings import Settings
-from models.store import ModelStore
+from models.core.errors import AistackError
+from models.core.settings import Settings
+from models.store.model_store import ModelStore
+from models.store.progress import DownloadProgress
 
 
 def add_model_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -91,8 +91,8 @@ class ProgressBar(DownloadProgress):
 
 
 def _catalog(args: argparse.Namespace, store: ModelStore) -> int:
-    from models.fit import fit, gb, read_hardware, recommended
-    from models.gpu import default_probe
+    from models.hardware.fit import fit, gb, read_hardware, recommended
+    from models.hardware.gpu import default_probe
 
     hw = read_hardware(store.root, default_probe())
     picks = set(recommended(store.catalog, hw).values())
@@ -129,7 +129,7 @@ def _list(args: argparse.Namespace, store: ModelStore) -> int:
 
 
 def _install_starter(args: argparse.Namespace, store: ModelStore) -> int:
-    from models.starter import install_starter
+    from models.store.starter import install_starter
 
     bars: list[ProgressBar] = []
 
@@ -158,8 +158,8 @@ def _install(args: argparse.Namespace, store: ModelStore) -> int:
     """Install each named model; one that fails does not stop the others."""
     names = list(args.models)
     if args.recommended:
-        from models.fit import read_hardware, recommended
-        from models.gpu import default_probe
+        from models.hardware.fit import read_hardware, recommended
+        from models.hardware.gpu import default_probe
 
         picks = recommended(store.catalog, read_hardware(store.root, default_probe()))
         names += [model_id for model_id in picks.values() if model_id]
@@ -183,7 +183,7 @@ def _install(args: argparse.Namespace, store: ModelStore) -> int:
 
 
 def _download(store: ModelStore, entry: Any, intent: dict[str, Any] | None = None) -> bool:
-    from models.download import prepare
+    from models.store.download import prepare
 
     print(f"{entry.id}: installing", flush=True)
     bar = ProgressBar(entry.id, entry.size_bytes)
@@ -200,7 +200,7 @@ def _download(store: ModelStore, entry: Any, intent: dict[str, Any] | None = Non
 
 
 def _remove(args: argparse.Namespace, store: ModelStore) -> int:
-    from models.download import discard_partial
+    from models.store.download import discard_partial
 
     failed = 0
     for name in args.models:
@@ -224,8 +224,8 @@ def _remove(args: argparse.Namespace, store: ModelStore) -> int:
 
 
 def _add_hf(args: argparse.Namespace, store: ModelStore) -> int:
-    from models.fit import gb
-    from models.user_models import DEFAULT_QUANT, gguf_quants, hub_gguf_entry, parse_repo
+    from models.hardware.fit import gb
+    from models.store.user_models import DEFAULT_QUANT, gguf_quants, hub_gguf_entry, parse_repo
 
     repo, quant = parse_repo(args.repo)
     if args.list:
@@ -241,7 +241,7 @@ def _add_hf(args: argparse.Namespace, store: ModelStore) -> int:
 def _import(args: argparse.Namespace, store: ModelStore) -> int:
     from pathlib import Path
 
-    from models.user_models import import_model
+    from models.store.user_models import import_model
 
     model = import_model(store, Path(args.path), model_id=args.model_id, link=args.link)
     how = "linked" if args.link else "imported"

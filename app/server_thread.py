@@ -14,7 +14,7 @@ import threading
 import time
 from typing import Any
 
-from models.settings import Settings
+from models.core.settings import Settings
 
 log = logging.getLogger("aistack.app")
 

@@ -10,7 +10,7 @@ import sys
 import urllib.request
 from typing import Any
 
-from models.settings import Settings
+from models.core.settings import Settings
 
 log = logging.getLogger("aistack.app")
 EXIT_PORT_IN_USE = 3

@@ -29,7 +29,7 @@ from app.tray_actions import Actions, dashboard_url, local_url, read_admin_token
 from app.tray_menu import TOOLTIP_MAX, Entry, TrayView, build_menu, clip_utf16, icon_state, tooltip
 from app.tray_notices import notices
 from app.tray_xorg import XorgNudger
-from models.settings import Settings
+from models.core.settings import Settings
 
 log = logging.getLogger("aistack.tray")
 EXIT_NOT_ANSWERING = 1

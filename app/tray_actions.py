@@ -11,7 +11,7 @@ from typing import Any
 from app import autostart, desktop
 from app.admin_client import AdminClient, AdminError
 from app.logs import log_path
-from models.settings import Settings
+from models.core.settings import Settings
 
 log = logging.getLogger("aistack.tray")
 Notify = Callable[[str], None]

@@ -119,8 +119,8 @@ def main() -> int:
     parser.add_argument("--skip-peer", action="store_true", help="do not run python -m llama_cpp.server")
     args = parser.parse_args()
 
-    from models.starter import install_starter
-    from models.store import ModelStore
+    from models.store.model_store import ModelStore
+    from models.store.starter import install_starter
 
     store = ModelStore(args.data_dir / "models")
     install_starter(store, report=lambda _line: None)

@@ -33,7 +33,7 @@ import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from bench.harness import ServerProcess
-from models.gpu import NvmlProbe
+from models.hardware.gpu import NvmlProbe
 
 BEGIN, END = "<!-- bench/gpu.py: begin -->", "<!-- bench/gpu.py: end -->"
 PROMPT = "Explain in three paragraphs how a refrigerator moves heat out of its inside."
@@ -193,7 +193,7 @@ def _raw_rows(model_id: str, capability: str, info: dict[str, Any], args: argpar
         gguf = next(iter(sorted(folder.glob("*.gguf"))), None)
         if gguf is None:
             return []
-        from models.device_choice import InstalledCaps
+        from models.hardware.device_choice import InstalledCaps
 
         lib = InstalledCaps().llama_cuda_lib()
         runs = in_child(raw_llama, str(gguf), str(lib) if lib else None, args.runs, args.max_tokens)
@@ -245,7 +245,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path(__file__).resolve().parent.parent / "docs" / "gpu.md")
     args = parser.parse_args()
     if args.data_dir is None:
-        from models.settings import default_data_dir
+        from models.core.settings import default_data_dir
 
         args.data_dir = default_data_dir()
     probe = NvmlProbe()

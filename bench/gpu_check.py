@@ -11,7 +11,7 @@ project's own runner and engine code:
 - faster-whisper: a Whisper large-v3-turbo-shaped model (transformers, random
   weights) converted to CTranslate2 float16, loaded and warmed up on the GPU in
   a runner, then timed on 30 s windows;
-- VRAM from NVML (models.gpu) before load, after load and after unload.
+- VRAM from NVML (models.hardware.gpu) before load, after load and after unload.
 
 Random weights test the engine path, speed and memory, not the words.
 
@@ -240,7 +240,7 @@ class Report:
 
 
 def vram_used() -> int | None:
-    from models.gpu import default_probe
+    from models.hardware.gpu import default_probe
 
     return default_probe().read().memory_used_bytes
 
@@ -261,7 +261,7 @@ def mib(value: int | None) -> float | None:
 
 async def through_runner(report: Report, label: str, engine: str, spec: dict[str, Any], jobs: list[dict[str, Any]]) -> None:
     """Load in a real runner process, run the jobs, unload; VRAM from NVML at each stage."""
-    from models.runner import Runner
+    from models.runtime.runner import Runner
 
     before = vram_used()
     runner = Runner(engine, spec, load_timeout=600, cancel_grace=3)
@@ -364,7 +364,7 @@ def whisper_speed(folder: Path, device: str, seconds: float, max_new_tokens: int
     import numpy as np
     from faster_whisper import BatchedInferencePipeline
 
-    from models.runner_process import import_engine
+    from models.runtime.runner_process import import_engine
 
     engine_class = import_engine(engine_path("faster-whisper"))
     module = sys.modules[engine_class.__module__]
@@ -404,7 +404,7 @@ def raw_whisper_speed(folder: Path, device: str, seconds: float, max_new_tokens:
     import numpy as np
     from faster_whisper import WhisperModel
 
-    from models.runner_process import import_engine
+    from models.runtime.runner_process import import_engine
 
     module = sys.modules[import_engine(engine_path("faster-whisper")).__module__]
     model = WhisperModel(str(folder), device=device, compute_type="float16" if device == "cuda" else "int8")
@@ -429,7 +429,7 @@ def device_run(out: Path, tiny: bool) -> None:
     if not src.exists():
         with tarfile.open(CHECK_DIR / "llama-src.tar.xz") as tar:
             tar.extractall(work, filter="data")
-    from models.gpu import default_probe
+    from models.hardware.gpu import default_probe
 
     reading = default_probe().read()
     report.add("gpu", **{k: v for k, v in reading.to_json().items() if k != "processes"})

@@ -256,8 +256,8 @@ def main() -> int:
     args = parser.parse_args()
 
     from models.engines.llama.engine import physical_cores
-    from models.starter import install_starter
-    from models.store import ModelStore
+    from models.store.model_store import ModelStore
+    from models.store.starter import install_starter
 
     store = ModelStore(args.data_dir / "models")
     install_starter(store, report=lambda _line: None)

@@ -24,7 +24,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from models.settings import Settings  # noqa: E402
+from models.core.settings import Settings  # noqa: E402
 from server.middleware import EdgeMiddleware  # noqa: E402
 from server.observability import Observability  # noqa: E402
 

@@ -6,7 +6,7 @@
 # Linux (under Wine, `make test-windows`) would have no chat. The DLLs end in the layout the
 # CUDA build uses (<out>/lib/llama.dll, ggml*.dll, plus the three mingw runtime DLLs), and the
 # unchanged `llama_cpp` package loads them through LLAMA_CPP_LIB_PATH, which the runner sets
-# (models/device_choice.py, `llama_cpu_lib`). release.yml's native MSVC builds end in the same
+# (models/hardware/device_choice.py, `llama_cpu_lib`). release.yml's native MSVC builds end in the same
 # layout, so one runner code path serves all of them.
 #
 # Usage:

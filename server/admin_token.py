@@ -16,7 +16,7 @@ from pathlib import Path
 
 from fastapi import Request
 
-from models.errors import Forbidden
+from models.core.errors import Forbidden
 
 TOKEN_FILE = "admin-token"
 COOKIE_NAME = "aistack_admin"  # set by /dashboard/login (HttpOnly, SameSite=Strict)

@@ -9,9 +9,9 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
-from models.manager import Manager
-from models.settings import Settings
-from models.store import ModelStore
+from models.core.settings import Settings
+from models.runtime.manager import Manager
+from models.store.model_store import ModelStore
 from server.admin_token import ensure_admin_token
 from server.errors import install_error_handlers
 from server.middleware import EdgeMiddleware

@@ -12,7 +12,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from models.errors import AistackError, Malformed, MethodNotAllowed, NotFound, Unknown
+from models.core.errors import AistackError, Malformed, MethodNotAllowed, NotFound, Unknown
 
 log = logging.getLogger("aistack.server")
 _SURROGATE = re.compile("[\ud800-\udfff]")
@@ -87,7 +87,7 @@ def install_error_handlers(app: FastAPI) -> None:
         elif exc.status_code == 400:
             error = Malformed(f"Invalid request: {exc.detail}")
         elif exc.status_code == 413:
-            from models.errors import Overflow
+            from models.core.errors import Overflow
 
             error = Overflow(str(exc.detail))
         else:

@@ -23,8 +23,8 @@ from urllib.parse import urlsplit
 
 from starlette.types import Scope
 
-from models.errors import Busy, Forbidden, Malformed, Overflow
-from models.settings import Settings
+from models.core.errors import Busy, Forbidden, Malformed, Overflow
+from models.core.settings import Settings
 from server.admin_token import COOKIE_NAME
 
 log = logging.getLogger("aistack.server")

@@ -33,8 +33,8 @@ from typing import Any
 import h11
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
-from models.errors import AistackError, Malformed
-from models.settings import Settings
+from models.core.errors import AistackError, Malformed
+from models.core.settings import Settings
 from server.errors import envelope_bytes
 from server.guard import MAX_HEAD_BYTES, OVERLOADED, HeadTooLarge
 from server.middleware import request_id_from

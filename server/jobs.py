@@ -26,8 +26,8 @@ from fastapi import Request
 from starlette.responses import StreamingResponse
 from starlette.types import Receive, Scope, Send
 
-from models.errors import Cancelled
-from models.manager import Lease, Manager
+from models.core.errors import Cancelled
+from models.runtime.manager import Lease, Manager
 from models.runtime.protocol import Accepted, JobEvent, JobSpec
 
 T = TypeVar("T")

@@ -14,8 +14,8 @@ from typing import Any
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from models.errors import AistackError, Malformed, Overflow
-from models.settings import Settings
+from models.core.errors import AistackError, Malformed, Overflow
+from models.core.settings import Settings
 from server.admin_token import ensure_admin_token
 from server.capture import Capture
 from server.errors import envelope_bytes, unexpected

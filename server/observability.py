@@ -18,7 +18,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from models.settings import Settings
+from models.core.settings import Settings
 from server.background_writer import BackgroundWriter
 from server.capture import PayloadCapture
 from server.metrics import Metrics

@@ -14,7 +14,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from pydantic_core import PydanticCustomError
 
-from models.errors import Malformed
+from models.core.errors import Malformed
 from server.json_shape import BoundedJson, BoundedObject, check_json_shape
 
 Role = Literal["system", "developer", "user", "assistant", "tool"]

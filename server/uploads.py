@@ -22,7 +22,7 @@ from typing import IO, Any
 from fastapi import Request
 from starlette.requests import ClientDisconnect
 
-from models.errors import Cancelled, Malformed
+from models.core.errors import Cancelled, Malformed
 
 log = logging.getLogger("aistack.server")
 TEMP_PREFIX = "aistack-upload-"

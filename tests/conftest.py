@@ -81,8 +81,8 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
 
 @pytest.fixture(scope="session")
 def starter_data_dir() -> Path:
-    from models.starter import install_starter
-    from models.store import ModelStore
+    from models.store.model_store import ModelStore
+    from models.store.starter import install_starter
 
     data_dir = Path(os.environ.get("AISTACK_TEST_DATA_DIR") or DEFAULT_DATA)
     install_starter(ModelStore(data_dir / "models"), report=lambda _line: None)

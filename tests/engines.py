@@ -16,8 +16,8 @@ import time
 from multiprocessing.connection import Connection
 from typing import Any
 
+from models.core.errors import Malformed
 from models.engines.base import JobContext
-from models.errors import Malformed
 
 
 class ScriptedEngine:

@@ -24,7 +24,7 @@ class GpuScriptedEngine(ScriptedEngine):
     def run(self, job: dict[str, Any], ctx: JobContext) -> dict[str, Any]:
         if not job.get("cuda_error"):
             return super().run(job, ctx)
-        from models.device_choice import gpu_lost_error, is_cuda_failure
+        from models.hardware.device_choice import gpu_lost_error, is_cuda_failure
 
         exc = RuntimeError("CUDA error: an illegal memory access was encountered")
         assert is_cuda_failure(exc)

@@ -19,9 +19,9 @@ from fastapi import APIRouter, Request
 from pydantic import BaseModel
 
 from bench.harness import free_port
-from models.errors import AistackError
-from models.manager import parse_keep_alive
-from models.settings import Settings
+from models.core.errors import AistackError
+from models.core.settings import Settings
+from models.runtime.manager import parse_keep_alive
 from server.app import create_app
 from server.jobs import LeasedStream, acquire, run_job, sse, start_stream
 

@@ -14,9 +14,9 @@ from typing import Any
 
 import pytest
 
-from models.asr_names import normalise_language, resolve_asr
-from models.errors import Malformed
-from models.store import ModelStore
+from models.core.errors import Malformed
+from models.naming.asr_models import normalise_language, resolve_asr
+from models.store.model_store import ModelStore
 from server import transcripts as t
 
 

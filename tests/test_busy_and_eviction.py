@@ -104,9 +104,9 @@ def _row(url: str, model_id: str = STARTER_LLM) -> dict[str, Any]:
 @pytest.fixture(scope="module")
 def needs(starter_data_dir: Path) -> dict[str, int]:
     """What the manager estimates each starter model needs (bytes), computed by the same code."""
+    from models.core.settings import Settings
     from models.runtime.placement import memory_need
-    from models.settings import Settings
-    from models.store import ModelStore
+    from models.store.model_store import ModelStore
 
     store = ModelStore(starter_data_dir / "models")
     context = Settings(data_dir=starter_data_dir).llm_context

@@ -16,9 +16,10 @@ from pathlib import Path
 
 import httpx
 
-from models.catalog import Catalog, HubSource, WheelSource
-from models.fit import Hardware, fit, read_hardware, recommended
-from models.gpu import GpuReading
+from models.hardware.fit import Hardware, fit, read_hardware, recommended
+from models.hardware.gpu import GpuReading
+from models.store.catalog import Catalog
+from models.store.entries import HubSource, WheelSource
 from tests.conftest import ROOT, ServerProcess, free_port
 
 GB = 10**9
@@ -73,7 +74,7 @@ def test_fit_reads_ram_disk_and_vram() -> None:
 
 
 class FakeGpu:
-    """A GPU that cannot exist here, behind the probe interface (models.gpu.GpuProbe)."""
+    """A GPU that cannot exist here, behind the probe interface (models.hardware.gpu.GpuProbe)."""
 
     def __init__(self, free: int) -> None:
         self.free = free

@@ -40,7 +40,7 @@ def test_config_file_then_environment(tmp_path: Path) -> None:
     (tmp_path / "config.json").write_text(json.dumps({"port": port_from_file, "model_keep_alive_sec": 10}))
     env = {k: v for k, v in os.environ.items() if not k.startswith("AISTACK_")}
     env["AISTACK_DATA_DIR"] = str(tmp_path)
-    code = "from models.settings import load_settings as l; s = l(); print(s.port, s.model_keep_alive_sec)"
+    code = "from models.core.settings import load_settings as l; s = l(); print(s.port, s.model_keep_alive_sec)"
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True).stdout
     assert out.split() == [str(port_from_file), "10.0"]
     env["AISTACK_PORT"] = str(port_from_env)

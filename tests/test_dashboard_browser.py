@@ -19,7 +19,7 @@ from typing import Any
 import httpx
 import pytest
 
-from models.catalog import Catalog
+from models.store.catalog import Catalog
 from tests.conftest import ServerProcess
 from tests.fake_hub import FakeHub
 

@@ -24,14 +24,14 @@ from typing import Any
 import httpx
 import pytest
 
-from models import fetch, hub
-from models.catalog import Catalog
-from models.download import install
-from models.download_jobs import Downloads
-from models.errors import AistackError, Conflict
-from models.progress import DownloadProgress
-from models.store import ModelStore
-from models.user_models import hub_gguf_entry
+from models.core.errors import AistackError, Conflict
+from models.store import fetch, hub
+from models.store.catalog import Catalog
+from models.store.download import install
+from models.store.download_jobs import Downloads
+from models.store.model_store import ModelStore
+from models.store.progress import DownloadProgress
+from models.store.user_models import hub_gguf_entry
 from tests.conftest import ROOT, ServerProcess, free_port
 from tests.fake_hub import FakeHub
 
@@ -139,7 +139,7 @@ def test_full_disk_is_reported_kept_and_resumed(hub_server: FakeHub, tmp_path: P
     monkeypatch.setattr(fetch, "write", fill_up)
     jobs = Downloads()
     entry, intent = hub_gguf_entry(store, REPO)
-    from models.download import prepare
+    from models.store.download import prepare
 
     assert jobs.claim(entry.id, None, intent)
     jobs.start(entry.id, prepare(store, entry, intent=intent))

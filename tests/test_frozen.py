@@ -26,8 +26,8 @@ import httpx
 import psutil
 import pytest
 
-from models.catalog import STARTER as STARTER_ENTRIES
-from models.catalog import WheelSource
+from models.store.catalog_data import STARTER as STARTER_ENTRIES
+from models.store.entries import WheelSource
 from tests import frozen_build
 from tests.conftest import free_port
 from tests.fake_hub import FakeHub

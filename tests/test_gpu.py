@@ -17,12 +17,12 @@ from typing import Any
 
 import pytest
 
-from models import device_choice, vram
-from models.device_choice import Choice, choose
-from models.errors import Busy
-from models.game_mode import GameMode
-from models.gguf import read_gguf
-from models.gpu import GpuProcess, GpuReading, NvmlProbe
+from models.core.errors import Busy
+from models.hardware import device_choice, vram
+from models.hardware.device_choice import Choice, choose
+from models.hardware.game_mode import GameMode
+from models.hardware.gpu import GpuProcess, GpuReading, NvmlProbe
+from models.store.gguf import read_gguf
 from tests.gguf_files import gguf_bytes
 
 GB = 1 << 30

@@ -13,7 +13,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from models.gpu import GpuProcess, GpuReading
+from models.hardware.gpu import GpuProcess, GpuReading
 from tests.gpu_engines import ENGINES, install_gpu_model
 from tests.inprocess import InProcessServer
 

@@ -14,7 +14,7 @@ import httpx
 import pytest
 
 from models.runtime import placement
-from models.store import ModelStore
+from models.store.model_store import ModelStore
 from tests.inprocess import InProcessServer, install_fake_model
 
 MODELS = ("first", "second", "third", "fourth")
@@ -97,7 +97,7 @@ def test_when_only_user_loaded_models_stand_in_the_way_the_503_names_them(machin
 
 
 def test_a_chat_models_estimate_counts_its_context_cache(starter_data_dir: Path) -> None:
-    from models.gguf import read_gguf
+    from models.store.gguf import read_gguf
 
     store = ModelStore(starter_data_dir / "models")
     chat = next(m for m in store.installed() if m.capability == "llm")

@@ -1,6 +1,6 @@
 """A malicious model file: the GGUF header is checked against the real file before llama.cpp opens it.
 
-llama.cpp trusts the header's lengths, counts and offsets. `models.gguf` reads
+llama.cpp trusts the header's lengths, counts and offsets. `models.store.gguf` reads
 the header in Python, refuses absurd ones with a sentence, and the llama.cpp
 engine runs that check first: a hostile file gets a 503 envelope and kills at
 most its own runner, never the server.
@@ -16,7 +16,7 @@ import httpx
 import pytest
 
 from bench.harness import ServerProcess
-from models.gguf import ArraySummary, GgufError, read_gguf
+from models.store.gguf import ArraySummary, GgufError, read_gguf
 from tests.gguf_files import HOSTILE, gguf_bytes, write
 from tests.speech import default_models_dir
 

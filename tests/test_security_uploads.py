@@ -17,8 +17,8 @@ from pathlib import Path
 import httpx
 import pytest
 
+from models.core.errors import Malformed
 from models.engines.whisper.audio_input import load_audio
-from models.errors import Malformed
 from tests.speech import SHORT_TEXT, clip
 from tests.test_asr import URL
 

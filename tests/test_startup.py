@@ -14,7 +14,7 @@ HEAVY = ("numpy", "av", "ctranslate2", "faster_whisper", "llama_cpp", "onnxrunti
 
 PROBE = """
 import json, sys
-from models.settings import load_settings
+from models.core.settings import load_settings
 from server.app import create_app
 from fastapi.testclient import TestClient
 with TestClient(create_app(load_settings())) as client:
@@ -32,7 +32,7 @@ def test_server_start_imports_no_engine(tmp_path: Path, starter_data_dir: Path) 
 
 
 def test_every_setting_is_documented_in_the_readme() -> None:
-    from models.settings import Settings
+    from models.core.settings import Settings
 
     readme = (ROOT / "README.md").read_text()
     missing = [name for name in Settings.model_fields if f"`AISTACK_{name.upper()}`" not in readme]

@@ -23,7 +23,7 @@ from app.icons import IconState
 from app.tray_actions import Actions
 from app.tray_menu import Entry, TrayView, build_menu, icon_state, tooltip
 from app.tray_notices import notices
-from models.settings import Settings
+from models.core.settings import Settings
 from tests.conftest import ServerProcess
 from tests.inprocess import install_fake_model
 
@@ -254,7 +254,7 @@ def test_no_stdout_or_stderr_is_no_crash_and_the_log_file_gets_everything(tmp_pa
 
     code = (
         "import sys, logging; sys.stdout = None; sys.stderr = None\n"
-        "from app.logs import setup_logging; from models.settings import Settings\n"
+        "from app.logs import setup_logging; from models.core.settings import Settings\n"
         f"path = setup_logging(Settings(data_dir={str(tmp_path)!r}), runners_to_file=True)\n"
         "print('printed'); sys.stderr.write('written'); logging.getLogger('aistack.test').info('logged')\n"
         "import os; assert os.environ['AISTACK_RUNNER_LOG'].endswith('runners.log')\n"

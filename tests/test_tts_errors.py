@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from models.store import ModelStore
-from models.voices import VoiceBook
+from models.naming.voices import VoiceBook
+from models.store.model_store import ModelStore
 from tests.observe import runner_pid
 from tests.tts_audio import VOICE, decode
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any, Protocol
 
-from models.errors import Cancelled
+from models.core.errors import Cancelled
 from models.runtime.protocol import JobSpec
 
 Event = dict[str, Any]
@@ -69,7 +69,7 @@ class Engine(Protocol):
     def run(self, job: JobSpec, ctx: JobContext) -> Any:
         """Run one job (its capability's job type); `ctx.emit` partial results; return the final result.
 
-        Call `ctx.accept()` once the input is checked. Raise `models.errors`
+        Call `ctx.accept()` once the input is checked. Raise `models.core.errors`
         classes for failures the user can act on (with `provider` set to the
         engine's name); anything else becomes a 500 `unknown`.
         """

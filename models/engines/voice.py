@@ -11,8 +11,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from models.errors import Malformed
-from models.store import InstalledModel
+from models.core.errors import Malformed
+from models.store.model_store import InstalledModel
 
 
 @dataclass(frozen=True)

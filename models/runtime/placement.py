@@ -18,8 +18,8 @@ import logging
 from dataclasses import dataclass
 from typing import Protocol
 
-from models.errors import EngineUnavailable
-from models.store import InstalledModel
+from models.core.errors import EngineUnavailable
+from models.store.model_store import InstalledModel
 
 log = logging.getLogger("aistack.placement")
 
@@ -65,7 +65,7 @@ def memory_need(model: InstalledModel, llm_context: int) -> int:
 
 def context_cache_bytes(model: InstalledModel, llm_context: int) -> int:
     """Keys and values for every layer and token: 2 x layers x context x (width x kv heads / heads) x 2 bytes."""
-    from models.gguf import GgufError, read_gguf
+    from models.store.gguf import GgufError, read_gguf
 
     gguf = next((f["name"] for f in model.manifest.get("files", []) if str(f["name"]).endswith(".gguf")), None)
     if gguf is None:
@@ -116,7 +116,7 @@ def vram_need(model: InstalledModel, llm_context: int) -> int | None:
     header (layers, context cache, compute buffer) and Whisper's from its file size.
     A chat model that still does not fit after eviction loads with fewer layers on the GPU.
     """
-    from models import vram
+    from models.hardware import vram
 
     declared = model.options.get("vram_bytes")
     if declared:
@@ -125,7 +125,7 @@ def vram_need(model: InstalledModel, llm_context: int) -> int | None:
         return vram.whisper_need(model.size_bytes, "float16")
     if model.engine != "llama.cpp":
         return None
-    from models.gguf import GgufError, read_gguf
+    from models.store.gguf import GgufError, read_gguf
 
     gguf = next((f["name"] for f in model.manifest.get("files", []) if str(f["name"]).endswith(".gguf")), None)
     if gguf is None:

@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 from collections import deque
 
-from models.errors import Busy
+from models.core.errors import Busy
 
 
 class ModelSlot:

@@ -16,7 +16,7 @@ import importlib
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from models.catalog import Capability
+from models.store.entries import Capability
 
 if TYPE_CHECKING:
     from models.engines.voice import VoiceReader

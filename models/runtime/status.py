@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from typing import Any, Protocol
 
-from models.manager import Manager
+from models.runtime.manager import Manager
 
 ROW_KEYS = (
     "state", "loaded", "pinned", "busy", "queued", "device", "device_detail", "runner_pid", "memory_bytes",

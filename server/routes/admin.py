@@ -1,7 +1,7 @@
 """Admin API: the catalog with installed, downloading and loaded state; install, delete, load, unload.
 
 Reading is open (it is what the dashboard and tray show); changing state needs the admin token.
-Installs run in background threads (models.download_jobs); the catalog rows show their progress.
+Installs run in background threads (models.store.download_jobs); the catalog rows show their progress.
 """
 
 from __future__ import annotations
@@ -12,11 +12,11 @@ from typing import Any, Literal
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse
 
-from models.download import prepare
-from models.download_jobs import Downloads
-from models.errors import Conflict, Malformed
+from models.core.errors import Conflict, Malformed
 from models.runtime.status import model_status
-from models.store import validate_model_id
+from models.store.download import prepare
+from models.store.download_jobs import Downloads
+from models.store.model_store import validate_model_id
 from server.admin_token import require_admin
 from server.jobs import manager_of, obs_of
 from server.schemas import ERROR_RESPONSES

@@ -19,9 +19,9 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from pydantic import ValidationError
 
-from models.asr_names import AsrChoice, english_only, normalise_language, resolve_asr
-from models.errors import AistackError, Malformed, Unknown
-from models.manager import parse_keep_alive
+from models.core.errors import AistackError, Malformed, Unknown
+from models.naming.asr_models import AsrChoice, english_only, normalise_language, resolve_asr
+from models.runtime.manager import parse_keep_alive
 from models.runtime.protocol import TranscribeJob
 from server import transcripts
 from server.asr_schemas import (

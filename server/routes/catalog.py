@@ -18,10 +18,10 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 
-from models.catalog import CAPABILITIES, CatalogEntry, HubSource
-from models.download import prepare
-from models.fit import Hardware, fit, read_hardware, recommended
-from models.user_models import DEFAULT_QUANT, gguf_quants, hub_gguf_entry, parse_repo
+from models.hardware.fit import Hardware, fit, read_hardware, recommended
+from models.store.download import prepare
+from models.store.entries import CAPABILITIES, CatalogEntry, HubSource
+from models.store.user_models import DEFAULT_QUANT, gguf_quants, hub_gguf_entry, parse_repo
 from server.admin_token import require_admin
 from server.jobs import manager_of
 from server.routes.admin import downloads_of
@@ -34,7 +34,7 @@ def hardware_of(request: Request) -> Hardware:
     """RAM, free disk and the GPU (through the app's GPU probe when there is one)."""
     probe = getattr(request.app.state, "gpu_probe", None)
     if probe is None:
-        from models.gpu import default_probe
+        from models.hardware.gpu import default_probe
 
         probe = default_probe()
     return read_hardware(manager_of(request).store.root, probe)
@@ -113,7 +113,7 @@ async def add_hf(body: AddHf, request: Request) -> JSONResponse:
 
 def resume_downloads(app: Any) -> list[str]:
     """App start-up: resume every unfinished download (not the paused ones) in the background."""
-    from models.download_jobs import Downloads
+    from models.store.download_jobs import Downloads
 
     jobs: Downloads | None = getattr(app.state, "downloads", None)
     if jobs is None:

@@ -19,11 +19,11 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel
 
-from models.errors import AistackError, Malformed
-from models.manager import parse_keep_alive
-from models.naming import resolve
+from models.core.errors import AistackError, Malformed
+from models.naming.resolve import resolve
+from models.runtime.manager import parse_keep_alive
 from models.runtime.protocol import ChatJob, CompletionJob, EmbeddingJob, Generation
-from models.store import InstalledModel
+from models.store.model_store import InstalledModel
 from server.chat_responses import ChatShape, CompletionShape
 from server.jobs import SSE_HEADERS, LeasedStream, StartedJob, acquire, manager_of, obs_of, run_job, sse, start_stream
 from server.openai_chat import (

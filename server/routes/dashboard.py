@@ -16,7 +16,7 @@ from fastapi import APIRouter, FastAPI, Query, Request
 from fastapi.responses import FileResponse, RedirectResponse
 from fastapi.staticfiles import StaticFiles
 
-from models.errors import Forbidden
+from models.core.errors import Forbidden
 from server.admin_token import COOKIE_NAME, is_admin_token
 
 router = APIRouter(include_in_schema=False)

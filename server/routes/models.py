@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Request
 
-from models.catalog import CAPABILITIES
-from models.manager import Manager
-from models.routing import ROUTING_ALIASES
+from models.naming.aliases import ROUTING_ALIASES
+from models.runtime.manager import Manager
+from models.store.entries import CAPABILITIES
 from server.jobs import manager_of
 from server.schemas import ERROR_RESPONSES, ModelEntry, ModelList
 

@@ -14,9 +14,9 @@ from typing import Any
 from fastapi import APIRouter, Depends, Request
 from pydantic import BaseModel, Field
 
-from models.game_mode import GameMode, attach
-from models.gpu import GpuProbe, GpuProcess, default_probe
-from models.manager import Manager
+from models.hardware.game_mode import GameMode, attach
+from models.hardware.gpu import GpuProbe, GpuProcess, default_probe
+from models.runtime.manager import Manager
 from server.admin_token import require_admin
 from server.jobs import manager_of
 from server.routes.catalog import first_run

@@ -1,6 +1,6 @@
 """POST /v1/audio/speech (OpenAI TTS shape) and GET /v1/audio/voices.
 
-The route validates the request, picks the voice (`models.voices`), takes the
+The route validates the request, picks the voice (`models.naming.voices`), takes the
 voice's slot and relays what the voice's runner sends: the engine synthesises
 sentence by sentence and encodes each sentence itself, so this side only joins
 or forwards bytes. Headers: `X-Sample-Rate` (the rate a client decodes; 48000
@@ -19,12 +19,12 @@ from fastapi import APIRouter, Request
 from fastapi.responses import Response
 from pydantic import BaseModel, ConfigDict, Field
 
-from models.errors import AistackError, Cancelled, Malformed, Overflow
-from models.manager import Lease, parse_keep_alive
+from models.core.errors import AistackError, Cancelled, Malformed, Overflow
+from models.core.settings import Settings
+from models.naming.voices import OPENAI_VOICES, VoiceBook, VoiceChoice
+from models.runtime.manager import Lease, parse_keep_alive
 from models.runtime.protocol import SpeakJob
 from models.runtime.registry import speaking_engines
-from models.settings import Settings
-from models.voices import OPENAI_VOICES, VoiceBook, VoiceChoice
 from server.jobs import SSE_HEADERS, LeasedStream, acquire, manager_of, obs_of, run_job, sse, start_stream
 from server.schemas import ERROR_RESPONSES
 

@@ -123,8 +123,8 @@ def machine_ram(module: ModuleType) -> bool:
 SEEDS: dict[str, tuple[Sequence[str], Callable[[ModuleType], bool]]] = {
     "held-stream": (("starlette.responses",), held_stream),
     "ignore-cancel": (("models.engines.base", "models.engines.protocol"), ignore_cancel),
-    "no-keep-alive-expiry": (("models.manager", "models.runtime.manager"), no_keep_alive_expiry),
-    "voice-row-dropped": (("models.voices", "models.engines.piper.voices"), voice_row_dropped),
+    "no-keep-alive-expiry": (("models.runtime.manager", "models.runtime.manager"), no_keep_alive_expiry),
+    "voice-row-dropped": (("models.naming.voices", "models.engines.piper.voices"), voice_row_dropped),
 }
 
 
@@ -168,7 +168,7 @@ class _PatchingLoader(importlib.abc.Loader):
 def install(faults: Sequence[str]) -> None:
     patches: dict[str, list[Callable[[ModuleType], bool]]] = {}
     if os.environ.get("AISTACK_TEST_RAM_MB"):
-        patches["models.manager"] = [machine_ram]
+        patches["models.runtime.manager"] = [machine_ram]
     for fault in faults:
         if fault not in SEEDS:
             raise SystemExit(f"AISTACK_FAULT: unknown fault '{fault}'; known: {', '.join(SEEDS)}")

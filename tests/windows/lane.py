@@ -11,7 +11,7 @@ What it sets up, each piece cached under $AISTACK_WINDOWS_CACHE (default
 - the app's win_amd64 wheels (tests/windows/requirements.txt), downloaded by Linux pip
   and installed by the Windows pip under Wine;
 - llama.cpp's Windows DLLs, cross-compiled by installer/build_windows_llama.sh, in
-  `<python>/llama-cpu/lib` where the runner finds them (models/device_choice.py);
+  `<python>/llama-cpu/lib` where the runner finds them (models/hardware/device_choice.py);
 - the starter models' wheels (AISTACK_WHEEL_DIR: the frozen CLI installs from them).
 
 Each run makes a fresh Wine prefix (in the cache folder: the tests write the registry

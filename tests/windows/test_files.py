@@ -1,7 +1,7 @@
 """Windows file semantics: a file another process has open cannot be renamed or deleted.
 
 Removing a loaded model gets a clear 409 and loses nothing; removing right after an
-unload succeeds (models.store waits up to 3 s for an exiting runner to let go of its
+unload succeeds (models.store.model_store waits up to 3 s for an exiting runner to let go of its
 files). Wine renames a folder that holds an open file, which Windows refuses, so the
 409 for a file held by another program is left to a real Windows PC.
 """

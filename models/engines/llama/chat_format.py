@@ -19,7 +19,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from models.errors import Malformed
+from models.core.errors import Malformed
 
 PROVIDER = "llama.cpp"
 TOOL_OPEN, TOOL_CLOSE = "<tool_call>", "</tool_call>"

@@ -16,11 +16,11 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from models.core.errors import Malformed
 from models.engines.base import JobContext
 from models.engines.llama.chat_format import TOOL_TRIGGER, Grammar
 from models.engines.llama.json_budget import CLOSING_BIAS, COMMA_BIAS, JsonBudget, closes_container, closes_string
 from models.engines.llama.text_stream import TextStream
-from models.errors import Malformed
 
 PROVIDER = "llama.cpp"
 # llama.cpp's "pick a random seed" value; a client seed never maps onto it.

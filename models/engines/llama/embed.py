@@ -12,8 +12,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from models.core.errors import Malformed, Overflow
 from models.engines.base import JobContext
-from models.errors import Malformed, Overflow
 
 PROVIDER = "llama.cpp"
 

@@ -25,13 +25,13 @@ import time
 from pathlib import Path
 from typing import Any
 
+from models.core.errors import EngineUnavailable, Malformed, Overflow
 from models.engines.base import JobContext
 from models.engines.llama.chat_format import CHATML_TEMPLATE, TOOL_OPEN, ChatTemplate, Grammar, parse_tool_calls, plan_chat
 from models.engines.llama.decode import Decoder, Outcome, Sampling
 from models.engines.llama.text_stream import TextStream
-from models.errors import EngineUnavailable, Malformed, Overflow
-from models.gguf import GgufError, GgufHeader, read_gguf
 from models.runtime.protocol import ChatJob, CompletionJob, EmbeddingJob
+from models.store.gguf import GgufError, GgufHeader, read_gguf
 
 log = logging.getLogger("aistack.llama")
 PROVIDER = "llama.cpp"
@@ -50,7 +50,7 @@ class LlamaEngine:
         self.stream_interval = float(settings.get("llm_stream_interval_ms") or 0) / 1000
         self._info: dict[str, Any] = {}
         self.gpu_lost = False  # a CUDA error mid-job: the runner exits after it
-        # models.device_choice picked the build (LLAMA_CPP_LIB_PATH) and how many layers fit in free VRAM.
+        # models.hardware.device_choice picked the build (LLAMA_CPP_LIB_PATH) and how many layers fit in free VRAM.
         layers = spec.get("gpu_layers")
         self.gpu_layers = int(layers) if isinstance(layers, int) and layers != 0 else -1
         self.device_detail, self.device_reason = spec.get("device_detail"), spec.get("device_reason")
@@ -116,7 +116,7 @@ class LlamaEngine:
         try:
             return self._run(job, ctx)
         except (RuntimeError, OSError) as exc:
-            from models.device_choice import gpu_lost_error, is_cuda_failure
+            from models.hardware.device_choice import gpu_lost_error, is_cuda_failure
 
             if self._info.get("device") != "cuda" or not is_cuda_failure(exc):
                 raise

@@ -20,8 +20,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from models.core.errors import Malformed
 from models.engines.base import JobContext
-from models.errors import Malformed
 from models.runtime.protocol import SpeakJob
 
 PROVIDER = "piper"

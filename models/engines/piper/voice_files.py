@@ -12,9 +12,9 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from models.core.errors import Malformed
 from models.engines.voice import VoiceInfo
-from models.errors import Malformed
-from models.store import InstalledModel
+from models.store.model_store import InstalledModel
 
 _QUALITIES = ("x_low", "low", "medium", "high")
 

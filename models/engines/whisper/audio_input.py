@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from models.errors import Malformed, Overflow
+from models.core.errors import Malformed, Overflow
 
 SAMPLE_RATE = 16000
 PROVIDER = "faster-whisper"

@@ -24,9 +24,9 @@ import logging
 import time
 from typing import Any
 
+from models.core.errors import Malformed
 from models.engines.base import JobContext
 from models.engines.whisper.audio_input import SAMPLE_RATE, load_audio
-from models.errors import Malformed
 from models.runtime.protocol import TranscribeJob
 
 log = logging.getLogger("aistack.whisper")
@@ -69,7 +69,7 @@ class WhisperEngine:
         self.model_id = str(spec.get("id"))
         self.fallback: str | None = None
         self.device, self.compute_type = self._pick_device(str(spec.get("device") or "auto"))
-        if self.device == "cuda" and spec.get("compute_type"):  # int8_float16 when VRAM is short (models.device_choice)
+        if self.device == "cuda" and spec.get("compute_type"):  # int8_float16 when VRAM is short (models.hardware.device_choice)
             self.compute_type = str(spec["compute_type"])
         self.gpu_lost = False  # a CUDA error mid-job: the runner exits after it
         if self.device == "cuda":
@@ -167,7 +167,7 @@ class WhisperEngine:
             try:
                 segments = self._decode(audio.samples, options, result, stream=stream, ctx=ctx)
             except (RuntimeError, OSError) as exc:
-                from models.device_choice import gpu_lost_error, is_cuda_failure
+                from models.hardware.device_choice import gpu_lost_error, is_cuda_failure
 
                 if self.device != "cuda" or not is_cuda_failure(exc):
                     raise

@@ -17,8 +17,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from models.catalog import Capability, Catalog, CatalogEntry
-from models.errors import Conflict, Malformed
+from models.core.errors import Conflict, Malformed
+from models.store.catalog import Catalog
+from models.store.entries import Capability, CatalogEntry
 
 MANIFEST = "manifest.json"
 PARTIAL_DIR = ".partial"

@@ -12,7 +12,7 @@ snapshot even if the branch moves meanwhile.
 `HF_ENDPOINT` (read by huggingface_hub) points all of this at a mirror, and
 huggingface_hub supplies the login token (`HF_TOKEN` or a saved login) for
 gated repos. httpx drops the token on the redirect to the CDN. Every address is
-checked by models.fetch: HTTPS only, redirects only to the hub's own hosts.
+checked by models.store.fetch: HTTPS only, redirects only to the hub's own hosts.
 """
 
 from __future__ import annotations
@@ -25,8 +25,8 @@ from urllib.parse import urljoin, urlsplit
 
 import httpx
 
-from models import fetch as transfer
-from models.errors import EngineUnavailable, Malformed
+from models.core.errors import EngineUnavailable, Malformed
+from models.store import fetch as transfer
 
 PROVIDER = "huggingface"
 CHUNK = transfer.CHUNK
@@ -146,7 +146,7 @@ def raise_for_status(response: httpx.Response, repo: str, path: str, revision: s
 def fetch(
     client: httpx.Client, remote: HubFile, part: Path, *, on_size: Callable[[int], None], check: Callable[[], None]
 ) -> None:
-    """Append the rest of `remote` to `part` (see models.fetch.download)."""
+    """Append the rest of `remote` to `part` (see models.store.fetch.download)."""
     transfer.download(
         client, remote.url, part, remote.size, label=f"{remote.path} in {remote.repo}", provider=PROVIDER,
         on_size=on_size, check=check, on_error=lambda r: raise_for_status(r, remote.repo, remote.path, remote.commit or ""),

@@ -21,7 +21,7 @@ from collections.abc import AsyncGenerator
 from multiprocessing.reduction import ForkingPickler
 from typing import Any
 
-from models.errors import AistackError, EngineUnavailable, Malformed
+from models.core.errors import AistackError, EngineUnavailable, Malformed
 from models.runtime.protocol import (
     Accepted,
     Error,
@@ -92,7 +92,7 @@ class Runner:
         return self.info
 
     def _spawn_and_wait(self) -> None:
-        from models import runner_process
+        from models.runtime import runner_process
 
         parent, child = _SPAWN.Pipe(duplex=True)
         self._process = _SPAWN.Process(

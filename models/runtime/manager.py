@@ -24,14 +24,14 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
-from models.errors import AistackError, EngineUnavailable, Malformed
-from models.gpu import GpuProbe, wait_released
-from models.runner import UNLOADED, Runner
+from models.core.errors import AistackError, EngineUnavailable, Malformed
+from models.core.settings import Settings
+from models.hardware.gpu import GpuProbe, wait_released
 from models.runtime import placement, registry
 from models.runtime.protocol import Accepted, JobEvent, JobSpec
 from models.runtime.queue import ModelSlot
-from models.settings import Settings
-from models.store import InstalledModel, ModelStore
+from models.runtime.runner import UNLOADED, Runner
+from models.store.model_store import InstalledModel, ModelStore
 
 log = logging.getLogger("aistack.manager")
 T = TypeVar("T")
@@ -156,7 +156,7 @@ class Manager:
         self._sweeper: asyncio.Task[None] | None = None
         self._closing = False
         self._engine_ok: dict[str, bool] = {}
-        # Engine name -> spec keys ("device", "device_reason") for the next load; game mode sets it (models.game_mode).
+        # Engine name -> spec keys ("device", "device_reason") for the next load; game mode sets it (models.hardware.game_mode).
         self.device_policy: Callable[[str], dict[str, Any]] | None = None
         self.gpu: GpuProbe | None = None  # set by the app; with it, loads make room in GPU memory too
 
@@ -291,7 +291,7 @@ class Manager:
 
     async def _make_vram_room(self, model: InstalledModel) -> None:
         """The same for GPU memory, among models on the GPU. What still does not fit loads with fewer
-        llama.cpp layers on the GPU, or on the CPU, and says so (models.device_choice)."""
+        llama.cpp layers on the GPU, or on the CPU, and says so (models.hardware.device_choice)."""
         need = placement.vram_need(model, self.settings.llm_context) if self.gpu is not None else None
         if self.gpu is None or need is None:
             return

@@ -18,12 +18,12 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+from models.core.errors import Malformed
 from models.engines.voice import VoiceInfo
-from models.errors import Malformed
-from models.naming import resolve
-from models.routing import ROUTING_ALIASES
+from models.naming.aliases import ROUTING_ALIASES
+from models.naming.resolve import resolve
 from models.runtime.registry import voice_reader
-from models.store import InstalledModel, ModelStore
+from models.store.model_store import InstalledModel, ModelStore
 
 # OpenAI voice name -> installed voices to try, best first. Chosen by the voice's
 # character (female / male, US / British); a name whose candidates are all

@@ -6,7 +6,7 @@ nothing at all. `auto`/empty and `whisper-1` pick the best installed model for t
 language hint, and never fail while any ASR model is installed: English-only
 models are chosen only for English, unless nothing else is installed (then the
 choice comes with a note the route passes on). Unknown and not-installed names
-get `models.naming`'s messages, which list the installed models or say how to
+get `models.naming.resolve`'s messages, which list the installed models or say how to
 install the one asked for.
 """
 
@@ -14,11 +14,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from models.catalog import WHISPER_LANGUAGES
-from models.errors import Malformed
-from models.naming import not_available
+from models.core.errors import Malformed
+from models.naming.resolve import not_available
 from models.runtime.registry import WHISPER
-from models.store import InstalledModel, ModelStore
+from models.store.entries import WHISPER_LANGUAGES
+from models.store.model_store import InstalledModel, ModelStore
 
 AUTO_NAMES = ("", "auto", "default")
 OPENAI_NAME = "whisper-1"

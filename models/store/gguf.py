@@ -8,7 +8,7 @@ real size, and raises `GgufError` (a plain sentence naming what is wrong) before
 llama.cpp ever opens the file. The same reader gives install-time metadata and
 the numbers a memory estimate needs.
 
-API (import from `models.gguf`):
+API (import from `models.store.gguf`):
 
     header = read_gguf(path)            # GgufHeader, or raises GgufError
     header.metadata                     # {"general.architecture": "llama", ...}; long arrays as ArraySummary

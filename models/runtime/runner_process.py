@@ -32,7 +32,7 @@ def import_engine(path: str) -> Any:
 
 def describe_failure(exc: BaseException, provider: str, doing: str) -> dict[str, Any]:
     """An error dict for an exception the engine did not classify."""
-    from models.errors import AistackError
+    from models.core.errors import AistackError
 
     if isinstance(exc, AistackError):
         return exc.to_dict()
@@ -115,7 +115,7 @@ def main(conn: Connection, load: Load) -> None:
             conn.send(msg)
 
     try:
-        from models.device_choice import device_info, prepare_runner
+        from models.hardware.device_choice import device_info, prepare_runner
 
         spec = prepare_runner(spec)  # decides the device and picks the llama.cpp build before the engine imports it
         engine = import_engine(load.engine_path)(spec)
@@ -143,8 +143,8 @@ def _gpu_lost(engine: Any) -> bool:
 
 
 def _run_one(engine: Any, msg: Job, inbox: _Inbox, send: Any, provider: str) -> None:
+    from models.core.errors import AistackError
     from models.engines.base import JobContext
-    from models.errors import AistackError
 
     job_id = msg.id
     ctx = JobContext(

@@ -1,6 +1,6 @@
 """Game mode: while a game uses the GPU, aistack steps aside; when it exits, aistack comes back.
 
-Every few seconds it reads the GPU (models.gpu). Another program holding more
+Every few seconds it reads the GPU (models.hardware.gpu). Another program holding more
 than `game_mode_vram_share` of the GPU's memory, or the GPU being busier than
 `game_mode_gpu_busy_percent` while none of our runners works, means a game
 (or any heavy GPU program) is running. Then aistack
@@ -21,8 +21,8 @@ import os
 from collections.abc import Callable
 from typing import Any
 
-from models.errors import Busy
-from models.gpu import GpuProbe, GpuReading
+from models.core.errors import Busy
+from models.hardware.gpu import GpuProbe, GpuReading
 
 log = logging.getLogger("aistack.game_mode")
 CLEAR_CHECKS = 2  # checks in a row without the game before game mode lifts (a loading screen is not an exit)

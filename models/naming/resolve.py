@@ -6,9 +6,9 @@ top of `resolve`; the messages for unknown and not-installed models live here.
 
 from __future__ import annotations
 
-from models.catalog import Capability
-from models.errors import Malformed
-from models.store import InstalledModel, ModelStore
+from models.core.errors import Malformed
+from models.store.entries import Capability
+from models.store.model_store import InstalledModel, ModelStore
 
 CAPABILITY_WORDS = {"asr": "speech-to-text", "tts": "text-to-speech", "llm": "chat"}
 

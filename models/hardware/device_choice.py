@@ -1,7 +1,7 @@
 """Where each engine runs, decided in the runner process before the engine loads.
 
-The runner reads the GPU (models.gpu), asks the engine's own library what it
-can use (`EngineCaps`), sizes the model (models.vram), and writes the decision
+The runner reads the GPU (models.hardware.gpu), asks the engine's own library what it
+can use (`EngineCaps`), sizes the model (models.hardware.vram), and writes the decision
 into the spec the engine is built from: `device`, `compute_type`, `gpu_layers`,
 `device_detail` ("24/32 layers on GPU") and `device_reason` (why not all on the
 GPU, in words). Never a silent CPU fallback: every CPU choice on a machine
@@ -26,8 +26,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
-from models import vram
-from models.gpu import GpuProbe, GpuReading
+from models.hardware import vram
+from models.hardware.gpu import GpuProbe, GpuReading
 
 log = logging.getLogger("aistack.device")
 DEFAULT_RESERVE_BYTES = 512 << 20  # VRAM left for the desktop and other programs
@@ -152,7 +152,7 @@ def fit_layers_for(spec: dict[str, Any], need: vram.LlamaNeed, free: int, reserv
 
 
 def _llama_need(spec: dict[str, Any]) -> vram.LlamaNeed | None:
-    from models.gguf import GgufError, read_gguf
+    from models.store.gguf import GgufError, read_gguf
 
     names = [n for n in spec.get("files") or [] if str(n).lower().endswith(".gguf")]
     if not names:
@@ -174,7 +174,7 @@ def _model_bytes(spec: dict[str, Any]) -> int:
 
 def prepare_runner(spec: dict[str, Any], probe: GpuProbe | None = None, caps: EngineCaps | None = None) -> dict[str, Any]:
     """In the runner, before the engine is imported: decide, point llama_cpp at the right build, return the spec."""
-    from models.gpu import default_probe
+    from models.hardware.gpu import default_probe
 
     engine = str(spec.get("engine", ""))
     reading = (probe or default_probe()).read() if engine != "piper" else GpuReading.unavailable("piper")
@@ -211,7 +211,7 @@ def is_cuda_failure(exc: BaseException) -> bool:
 
 def gpu_lost_error(provider: str, exc: BaseException) -> Exception:
     """The 503 for a job the GPU failed; the runner exits after it, and the next request starts a fresh one."""
-    from models.errors import EngineUnavailable
+    from models.core.errors import EngineUnavailable
 
     reason = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
     return EngineUnavailable(

@@ -18,10 +18,10 @@ import threading
 from dataclasses import dataclass, field
 from typing import Any
 
-from models.download import Work, discard_partial, prepare, unfinished, write_intent
-from models.errors import AistackError, Cancelled
-from models.progress import DownloadProgress
-from models.store import ModelStore
+from models.core.errors import AistackError, Cancelled
+from models.store.download import Work, discard_partial, prepare, unfinished, write_intent
+from models.store.model_store import ModelStore
+from models.store.progress import DownloadProgress
 
 log = logging.getLogger("aistack.download")
 
@@ -120,7 +120,7 @@ class Downloads:
 
     def resume_unfinished(self, store: ModelStore) -> list[str]:
         """Start again every download the app was doing when it stopped (app start-up). Returns their ids."""
-        from models.user_models import entry_from_intent
+        from models.store.user_models import entry_from_intent
 
         started = []
         for intent in unfinished(store):
