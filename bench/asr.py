@@ -38,7 +38,7 @@ sys.path.insert(0, str(ROOT))
 
 from bench.harness import DEFAULT_DATA, ServerProcess  # noqa: E402
 from models.engines.whisper.engine import BATCH_SIZE, LONG_AUDIO_SEC, WhisperEngine, transcribe_options  # noqa: E402
-from tests.speech import LONG_TEXT, clip, speech  # noqa: E402
+from tests.support.speech import LONG_TEXT, clip, speech  # noqa: E402
 
 URL = "/v1/audio/transcriptions"
 TARGET_RATIO = 1.10

@@ -33,7 +33,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from bench.harness import DEFAULT_DATA, ServerProcess  # noqa: E402
-from tests.tts_audio import TEN_SENTENCES, VOICE  # noqa: E402
+from tests.support.tts_audio import TEN_SENTENCES, VOICE  # noqa: E402
 
 
 def load_raw(data_dir: Path) -> Any:

@@ -33,17 +33,8 @@ if _WORKER := os.environ.get("PYTEST_XDIST_WORKER"):
     tempfile.tempdir = None  # gettempdir() reads TMPDIR again
 
 
-def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Mark the tests of the modules in tests.suite.UNTIMED `untimed` (`make test` runs them on two workers)."""
-    from tests.suite import UNTIMED
-
-    for item in items:
-        if item.path.stem in UNTIMED:
-            item.add_marker(pytest.mark.untimed)
-
-
 def pytest_collection_finish(session: pytest.Session) -> None:
-    """A frozen test is selected: start the PyInstaller build now, in the background (tests/frozen_build.py).
+    """A frozen test is selected: start the PyInstaller build now, in the background (tests/support/frozen_build.py).
 
     Not in a pytest-xdist worker: every worker collects every test, and only one runs test_frozen
     (its `app_dir` fixture then builds).
@@ -51,7 +42,7 @@ def pytest_collection_finish(session: pytest.Session) -> None:
     if os.environ.get("PYTEST_XDIST_WORKER"):
         return
     if any(item.get_closest_marker("frozen") for item in session.items):
-        from tests import frozen_build
+        from tests.support import frozen_build
 
         frozen_build.start()
 
@@ -72,7 +63,7 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
-    from tests import frozen_build
+    from tests.support import frozen_build
 
     frozen_build.stop()
     if _WORKER:
@@ -126,14 +117,14 @@ def start_server(tmp_path: Path) -> Iterator[Callable[..., ServerProcess]]:
 
 @pytest.fixture(scope="session")
 def long_transcript(server: ServerProcess) -> dict[str, object]:
-    """The long clip (tests.speech.LONG_TEXT as mp3, about 53 s) transcribed once as plain verbose_json.
+    """The long clip (tests.support.speech.LONG_TEXT as mp3, about 53 s) transcribed once as plain verbose_json.
 
     `{"body": <verbose_json>, "seconds": <time the request took, model already loaded>, "request_id": ...}`:
     tests that only read the transcript, and timing tests that compare against it, share this one run.
     """
     import uuid
 
-    from tests.speech import LONG_TEXT, SHORT_TEXT, clip
+    from tests.support.speech import LONG_TEXT, SHORT_TEXT, clip
 
     url = "/v1/audio/transcriptions"
     request_id = f"asr-long-{uuid.uuid4().hex[:8]}"
@@ -150,7 +141,7 @@ def long_transcript(server: ServerProcess) -> dict[str, object]:
 
 @pytest.fixture(scope="session")
 def eos(starter_data_dir: Path) -> int:
-    """The starter chat model's end-of-turn token (see tests.observe.eos_token)."""
-    from tests.observe import eos_token
+    """The starter chat model's end-of-turn token (see tests.support.observe.eos_token)."""
+    from tests.support.observe import eos_token
 
     return eos_token(starter_data_dir)

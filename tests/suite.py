@@ -6,16 +6,16 @@
    frozen app's build at idle priority: every test that states a wall-time bound
    or a race (streams start early, cancel frees the model, keep-alive expiry,
    queueing, connection timeouts, the tray's exit).
-2. The untimed part (the modules in UNTIMED: formats, transcripts, fuzzers,
-   downloads, the CLI, the dashboard in Chromium, the frozen app), which make no
-   claim about wall time, on two pytest-xdist workers, one test file per worker at
+2. The untimed part (modules marked `pytestmark = pytest.mark.untimed`: formats,
+   transcripts, fuzzers, downloads, the CLI, the dashboard in Chromium, the frozen
+   app), which make no claim about wall time, on two pytest-xdist workers, one test file per worker at
    a time. The frozen tests use the build from part 1 (AISTACK_FROZEN_APP). Their
    servers run llama.cpp on one thread (AISTACK_LLM_THREADS=1): with a thread per
    core, llama.cpp's threads wait for each other at every step, and a busy second
    core made chat answers 5 to 10 times slower.
 
 Both parts run even when the first fails; the exit status is the first non-zero.
-Arguments that select tests of one part only (`tests/test_cli.py`, `-k queue`)
+Arguments that select tests of one part only (`tests/desktop/test_cli.py`, `-k queue`)
 leave the other part with nothing to run, which is not a failure.
 """
 
@@ -26,20 +26,12 @@ import subprocess
 import sys
 import time
 
-# Test modules (file stems) that make no claim about wall time; conftest marks their tests `untimed`.
-UNTIMED = frozenset({
-    "test_asr", "test_asr_transcripts", "test_tts", "test_tts_voices", "test_tts_roundtrip", "test_chat_structured",
-    "test_chat_extras", "test_security_fuzz", "test_security_surrogates", "test_security_uploads",
-    "test_security_json_bounds", "test_security_gguf", "test_security_access", "test_http_contract", "test_catalog",
-    "test_frozen", "test_dashboard", "test_dashboard_browser", "test_hub_tokens", "test_placement",
-    "test_gpu_placement", "test_smoke_server", "test_autostart", "test_observability", "test_cli", "test_downloads",
-})
 NO_TESTS = 5  # pytest's exit status when the arguments selected nothing
 PYTEST = [sys.executable, "-m", "pytest", "-q", "--reruns", "1"]
 
 
 def main(args: list[str]) -> int:
-    from tests import frozen_build
+    from tests.support import frozen_build
 
     started = time.monotonic()
     frozen_build.start()  # idle priority, beside the timed part (a no-op with AISTACK_SKIP_FROZEN or AISTACK_FROZEN_APP)

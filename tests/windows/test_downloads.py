@@ -1,6 +1,6 @@
 """Downloads on Windows: a `.part` file survives the app being ended mid-download and is resumed.
 
-The stand-in Hugging Face (tests/fake_hub.py, stdlib only) runs in the test process;
+The stand-in Hugging Face (tests/support/fake_hub.py, stdlib only) runs in the test process;
 the app downloads from it exactly as from the real hub (HF_ENDPOINT).
 """
 
@@ -13,7 +13,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.fake_hub import FakeHub
+from tests.support.fake_hub import FakeHub
 from tests.windows.support import STARTER_MODELS, App, wait_until
 
 REPO = "someone/SmolLM2-GGUF"

@@ -21,7 +21,7 @@ import httpx
 import pytest
 
 from app.tray_menu import Entry, TrayView, build_menu, tooltip
-from tests.tray_views import edge_views, utf16_units
+from tests.support.tray_views import edge_views, utf16_units
 from tests.windows.support import (
     VK_DOWN,
     VK_ESCAPE,

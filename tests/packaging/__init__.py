@@ -1,0 +1,1 @@
+"""The frozen app and the installer, and the suite runner itself."""

@@ -1,0 +1,1 @@
+"""How models run: runners, loading and eviction, the queue, placement, the GPU (with a stand-in NVML)."""
