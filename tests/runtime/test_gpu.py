@@ -27,7 +27,7 @@ from tests.support.gguf_files import gguf_bytes
 
 GB = 1 << 30
 MB = 1 << 20
-FAKE_NVML = Path(__file__).parent / "fake_nvml" / "pynvml.py"
+FAKE_NVML = Path(__file__).parents[1] / "support" / "fake_nvml" / "pynvml.py"
 
 
 # The fake NVML behind the real probe -------------------------------------------------------

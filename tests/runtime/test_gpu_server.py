@@ -21,7 +21,7 @@ import pytest
 from tests.support.asr_engines import ENGINES, install_starter_whisper_as
 
 GB = 1 << 30
-FAKE_NVML_DIR = Path(__file__).parent / "fake_nvml"
+FAKE_NVML_DIR = Path(__file__).parents[1] / "support" / "fake_nvml"
 WHISPER = "whisper-tiny.en"
 
 

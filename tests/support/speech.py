@@ -55,7 +55,7 @@ FORMATS: dict[str, tuple[str, str, int | None, int, str | None]] = {
 def default_models_dir() -> Path:
     import os
 
-    root = Path(__file__).resolve().parent.parent
+    root = Path(__file__).resolve().parents[2]
     return Path(os.environ.get("AISTACK_TEST_DATA_DIR") or root / ".cache" / "test-data") / "models"
 
 
