@@ -1,4 +1,4 @@
-"""Write docs/configuration.md from the settings model (models/settings.py).
+"""Write docs/configuration.md from the settings model (models/core/settings.py).
 
     .venv/bin/python docs/gen_configuration.py          # rewrite docs/configuration.md
     .venv/bin/python docs/gen_configuration.py --check  # exit 1 if the file is not current
@@ -6,7 +6,7 @@
 Every field of `Settings` becomes one row: its environment variable, type (with
 its bounds), default and description. The few words the description does not
 carry (a link, what happens past a limit) are in NOTES below, keyed by field
-name; tests/test_docs.py fails when the file is not what this script writes.
+name; tests/api/test_docs.py fails when the file is not what this script writes.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ OUT = ROOT / "docs" / "configuration.md"
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from models.settings import Settings  # noqa: E402
+from models.core.settings import Settings  # noqa: E402
 
 PREFIX = str(Settings.model_config.get("env_prefix", ""))
 
@@ -70,11 +70,11 @@ NOTES: dict[str, str] = {
 }
 
 HEADER = f"""\
-<!-- Written by docs/gen_configuration.py from models/settings.py: edit those, then run
-     .venv/bin/python docs/gen_configuration.py (tests/test_docs.py checks this file is current). -->
+<!-- Written by docs/gen_configuration.py from models/core/settings.py: edit those, then run
+     .venv/bin/python docs/gen_configuration.py (tests/api/test_docs.py checks this file is current). -->
 # Configuration
 
-Every setting of aistack, from the settings model (`models/settings.py`). Each
+Every setting of aistack, from the settings model (`models/core/settings.py`). Each
 setting is read, in order, from its default, then `<data dir>/config.json`, then
 the environment variable: a later source wins. In `config.json` the key is the
 setting's name below in lower case without `{PREFIX}` (`{{"port": 11501}}`). A bad

@@ -29,11 +29,3 @@ def test_server_start_imports_no_engine(tmp_path: Path, starter_data_dir: Path) 
     out = subprocess.run([sys.executable, "-c", PROBE, ",".join(HEAVY)], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr
     assert json.loads(out.stdout.strip().splitlines()[-1]) == []
-
-
-def test_every_setting_is_documented_in_the_readme() -> None:
-    from models.core.settings import Settings
-
-    readme = (ROOT / "README.md").read_text()
-    missing = [name for name in Settings.model_fields if f"`AISTACK_{name.upper()}`" not in readme]
-    assert missing == []
