@@ -66,7 +66,8 @@ def pe_facts(path: Path) -> dict[str, object]:
     """What Explorer and the loader read from an executable: version strings, resource types, sections, subsystem."""
     import pefile
 
-    pe = pefile.PE(str(path))
+    pe = pefile.PE(str(path), fast_load=True)  # the headers and resources only: an installer is hundreds of MiB
+    pe.parse_data_directories(directories=[pefile.DIRECTORY_ENTRY["IMAGE_DIRECTORY_ENTRY_RESOURCE"]])
     strings: dict[str, str] = {}
     for group in getattr(pe, "FileInfo", []):
         for info in group:
@@ -158,6 +159,9 @@ def run_value() -> str | None:
 
 
 def test_autostart_from_the_cli_registers_the_windowed_tray_program(app_dir: Path) -> None:
+    import winreg
+
+    before = run_value()  # None in the lane's fresh prefix; kept for anyone running this on their own PC
     try:
         autostart(app_dir, "on")
         value = run_value()
@@ -171,3 +175,6 @@ def test_autostart_from_the_cli_registers_the_windowed_tray_program(app_dir: Pat
         assert autostart(app_dir, "status") == "off"
     finally:
         autostart(app_dir, "off")
+        if before is not None:
+            with winreg.CreateKey(winreg.HKEY_CURRENT_USER, RUN_KEY) as key:
+                winreg.SetValueEx(key, "aistack", 0, winreg.REG_SZ, before)

@@ -10,7 +10,8 @@ Start-menu shortcut and uninstall entry under HKCU) and starts the installed tra
 the models already in the default data folder; a second install over the running app closes it and
 starts the new one; the silent uninstaller stops the app and removes the program, shortcut, uninstall
 entry and start-at-login value but keeps the models; /NOSTART installs without starting, and
-/REMOVEMODELS uninstalls with the data folder.
+/REMOVEMODELS uninstalls with the data folder. Under Wine only: elsewhere these tests would install
+for the real user and delete their %LOCALAPPDATA%\\aistack.
 """
 
 from __future__ import annotations
@@ -41,7 +42,7 @@ pytestmark = [pytest.mark.frozen, pytest.mark.timeout(900)]
 
 LOCAL = Path(os.environ.get("LOCALAPPDATA", ""))
 INSTDIR = LOCAL / "Programs" / "aistack"
-DATA = LOCAL / "aistack"  # platformdirs.user_data_dir("aistack", appauthor=False): models/settings.py
+DATA = LOCAL / "aistack"  # platformdirs.user_data_dir("aistack", appauthor=False): models/core/settings.py
 SHORTCUT = Path(os.environ.get("APPDATA", "")) / "Microsoft" / "Windows" / "Start Menu" / "Programs" / "aistack.lnk"
 UNINSTALL_KEY = r"Software\Microsoft\Windows\CurrentVersion\Uninstall\aistack"
 KEPT_MODEL = "piper-en_US-joe-medium"
@@ -111,10 +112,16 @@ def installer_build() -> ModuleType:
 
 # --- the installed app ----------------------------------------------------------------------------------
 def installer_env() -> dict[str, str]:
-    """The user's environment: the default data folder; the test's port; no Linux menu entries from Wine."""
-    env = {k: v for k, v in os.environ.items() if k != "AISTACK_DATA_DIR"}
-    overrides = ";".join(filter(None, [env.get("WINEDLLOVERRIDES", ""), "winemenubuilder.exe=d"]))
-    return {**env, "AISTACK_PORT": str(PORT), "WINEDLLOVERRIDES": overrides}
+    """The user's environment: the default data folder; the test's port."""
+    return {**{k: v for k, v in os.environ.items() if k != "AISTACK_DATA_DIR"}, "AISTACK_PORT": str(PORT)}
+
+
+def no_linux_menu_entries() -> None:
+    """Wine turns Start-menu shortcuts into the Linux user's menu entries (winemenubuilder): not from a test."""
+    import winreg
+
+    with winreg.CreateKey(winreg.HKEY_CURRENT_USER, r"Software\Wine\DllOverrides") as key:
+        winreg.SetValueEx(key, "winemenubuilder.exe", 0, winreg.REG_SZ, "")  # "": disabled
 
 
 def run_setup(setup: Path, *switches: str) -> None:
@@ -182,8 +189,15 @@ def uninstall(command: str) -> None:
     print(f"{command}: {time.monotonic() - started:.1f} s")
 
 
+def under_wine() -> bool:
+    return hasattr(ctypes.WinDLL("kernel32"), "wine_get_unix_file_name")
+
+
 @pytest.fixture(scope="module")
 def setup_exe() -> Iterator[Path]:
+    if not under_wine():  # on a real PC these tests would install for, and delete the models of, its user
+        pytest.skip("the installer tests run in the Windows lane's fresh Wine prefix only")
+    assert not DATA.exists(), f"{DATA} exists: the tests need a fresh Wine prefix (they delete that folder)"
     build = installer_build()
     app_dir = frozen_app()
     DIST.mkdir(parents=True, exist_ok=True)
@@ -193,10 +207,13 @@ def setup_exe() -> Iterator[Path]:
     run_on_linux(build.installer_command(app_dir, out_file, compress=False, path=unix_path), ROOT / "installer", timeout=300)
     print(f"makensis: {time.monotonic() - started:.0f} s, {out_file.stat().st_size >> 20} MiB")
     assert not INSTDIR.exists() and uninstall_entry() is None, "the lane's Wine prefix should be fresh"
+    no_linux_menu_entries()
     shutil.copytree(STARTER_MODELS / KEPT_MODEL, DATA / "models" / KEPT_MODEL)  # the user's models, from before
     yield out_file
     for pid in installed_processes():
         kill_tree(pid)
+    for image in ("aistack.exe", "aistack-cli.exe"):  # a Wine process left behind would hold the lane's output open
+        subprocess.run(["taskkill", "/F", "/IM", image], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
 def test_the_installer_is_a_64_bit_program_with_its_version(setup_exe: Path) -> None:
