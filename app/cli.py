@@ -53,8 +53,20 @@ def open_standard_fds() -> None:
             os.set_inheritable(fd, True)  # os.open's fds are close-on-exec; runners must inherit these
 
 
+def printable_streams() -> None:
+    """Non-ASCII paths and model names in our output never crash it.
+
+    A Windows console or pipe writes in the ANSI code page (cp1252), which has no letter for 模型:
+    `print` would raise UnicodeEncodeError. Such letters come out escaped instead.
+    """
+    for stream in (sys.stdout, sys.stderr):
+        if stream is not None and hasattr(stream, "reconfigure"):
+            stream.reconfigure(errors="backslashreplace")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     open_standard_fds()
+    printable_streams()
     args = _parser().parse_args(argv)
     overrides = {}
     if getattr(args, "host", None):

@@ -139,8 +139,10 @@ def test_the_onedir_has_both_executables_and_no_pip(app_dir: Path) -> None:
         assert os.access(app_dir / f"{name}{EXE}", os.X_OK), name
     internal = app_dir / "_internal"
     assert not (internal / "pip").exists(), "pip must not ship: nothing may shell out to it at run time"
-    for needed in ("llama_cpp/lib", "faster_whisper/assets", "piper/espeak-ng-data"):
+    for needed in ("faster_whisper/assets", "piper/espeak-ng-data"):
         assert (internal / needed).is_dir(), needed
+    # llama.cpp's CPU build: inside the package (a Linux wheel), or its own folder (AISTACK_BUILD_LLAMA_CPU, Windows)
+    assert any((internal / lib).is_dir() for lib in ("llama_cpp/lib", "llama-cpu/lib")), "no llama.cpp library"
 
 
 def test_frozen_app_serves_every_capability(frozen_server: FrozenServer) -> None:

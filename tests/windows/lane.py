@@ -32,9 +32,11 @@ import subprocess
 import sys
 import tarfile
 import tempfile
+import threading
 import time
 import zipfile
 from pathlib import Path
+from typing import IO
 
 ROOT = Path(__file__).resolve().parents[2]
 HERE = ROOT / "tests" / "windows"
@@ -49,7 +51,6 @@ WINE_ENV = {
     "WINEDEBUG": "-all",
     "WINEDLLOVERRIDES": "mscoree,mshtml=",  # no Mono or Gecko installer prompts in a fresh prefix
     "KMP_AFFINITY": "disabled",  # CTranslate2's OpenMP asks Wine for CPU affinity masks it cannot give
-    "PYTHONUTF8": "1",
     "PYTHONDONTWRITEBYTECODE": "1",
 }
 
@@ -161,6 +162,9 @@ class wine_prefix:
         reg.write_text("REGEDIT4\n\n[HKEY_CURRENT_USER\\Software\\Wine\\Explorer]\n\"Desktop\"=\"Default\"\n\n"
                        f"[HKEY_CURRENT_USER\\Software\\Wine\\Explorer\\Desktops]\n\"Default\"=\"{DESKTOP}\"\n")
         run(["wine", "regedit", "/S", windows_path(reg)], env=self.env)
+        # The desktop now, owned by no test's app: ending an app's process tree must not end it.
+        subprocess.Popen(["wine", "explorer", f"/desktop=Default,{DESKTOP}"], env=self.env,
+                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         return self.env
 
     def __exit__(self, *exc: object) -> None:
@@ -199,13 +203,21 @@ def main(args: list[str]) -> int:
             pytest = subprocess.Popen(["wine", str(python / "python.exe"), "-m", "pytest", "-c", "tests/windows/pytest.ini",
                                        *(args or ["tests/windows"])], env=env, cwd=ROOT, stdout=subprocess.PIPE,
                                       stderr=subprocess.STDOUT)
-            assert pytest.stdout is not None
-            for line in pytest.stdout:
-                sys.stdout.write(line.decode("utf-8", "replace").replace("\r\n", "\n"))
-                sys.stdout.flush()
-            return pytest.wait()
+            reader = threading.Thread(target=copy_output, args=(pytest.stdout,), daemon=True)
+            reader.start()
+            code = pytest.wait()
+            reader.join(10)  # a Windows process left behind may hold the pipe: the prefix's end closes it
+        reader.join(10)
+        return code
     finally:
         xvfb.terminate()
+
+
+def copy_output(stream: IO[bytes] | None) -> None:
+    assert stream is not None
+    for line in stream:
+        sys.stdout.write(line.decode("utf-8", "replace").replace("\r\n", "\n"))
+        sys.stdout.flush()
 
 
 STARTED = time.monotonic()

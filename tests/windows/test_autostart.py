@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from app.autostart import ENTRY_NAME, RUN_KEY
-from tests.windows.support import ROOT, App, data_dir_with_starter, free_port, kill_tree, wait_until
+from tests.windows.support import ROOT, App, data_dir_with_starter, free_port, wait_until
 
 
 def run_value() -> str | None:
@@ -49,13 +49,13 @@ def test_on_status_off_and_the_registered_line_starts_the_tray(clean_run_key: No
     data, port = data_dir_with_starter(tmp_path / "Login data"), free_port()
     env = {**os.environ, "AISTACK_DATA_DIR": str(data), "AISTACK_PORT": str(port)}
     started = subprocess.Popen(line, cwd=os.environ.get("USERPROFILE", str(tmp_path)), env=env)
+    probe = App.started_elsewhere(started, data, port)
     try:
-        probe = App.started_elsewhere(started, data, port)
         wait_until(probe.healthy, 90, "the app started from the Run value")
         assert "tray icon starting (pystray backend win32)" in wait_until(
             lambda: "pystray backend win32" in probe.app_log() and probe.app_log(), 30, "the tray")
     finally:
-        kill_tree(started.pid)
+        probe.stop()
 
     off = autostart("off")
     assert off.returncode == 0 and run_value() is None

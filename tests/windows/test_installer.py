@@ -17,7 +17,6 @@ for the real user and delete their %LOCALAPPDATA%\\aistack.
 from __future__ import annotations
 
 import ctypes
-import importlib.util
 import json
 import os
 import shlex
@@ -29,12 +28,12 @@ from collections.abc import Iterator
 from ctypes import wintypes
 from importlib import metadata
 from pathlib import Path
-from types import ModuleType
 
 import httpx
 import psutil
 import pytest
 
+from tests.support.frozen_build import installer_build
 from tests.windows.support import BUILD, ROOT, STARTER_MODELS, free_port, kill_tree, wait_until
 from tests.windows.test_frozen import DIST, RUN_KEY, frozen_app, pe_facts
 
@@ -99,15 +98,6 @@ def run_on_linux(argv: list[str], cwd: Path, timeout: float) -> str:
     shutil.rmtree(work, ignore_errors=True)
     assert code == 0, f"{shlex.join(argv)[:400]} exited with {code}:\n{text[-4000:]}"
     return text
-
-
-def installer_build() -> ModuleType:
-    """installer/build.py as a module (its name would clash with PyPA's `build` package)."""
-    spec = importlib.util.spec_from_file_location("aistack_installer_build", ROOT / "installer" / "build.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 # --- the installed app ----------------------------------------------------------------------------------

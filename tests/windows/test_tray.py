@@ -28,6 +28,7 @@ from tests.windows.support import (
     VK_RETURN,
     VK_RIGHT,
     App,
+    app_children,
     data_dir_with_starter,
     open_menus,
     press,
@@ -186,7 +187,7 @@ def test_quit_ends_the_app_and_its_runners(tray: App) -> None:
                timeout=120).raise_for_status()
     import psutil
 
-    family = psutil.Process(tray.proc.pid).children(recursive=True)
+    family = app_children(tray.proc.pid)
     assert family, "a loaded model has a runner process"
     time.sleep(2)  # the tray's status poll rebuilds the menu; keys sent while it does so may be lost
     choose(tray, "Quit")

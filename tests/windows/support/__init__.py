@@ -35,7 +35,7 @@ STARTER_IDS = ("whisper-tiny.en", "piper-en_US-joe-medium", "smollm2-135m-instru
 
 user32 = ctypes.WinDLL("user32", use_last_error=True) if sys.platform == "win32" else None
 WM_KEYDOWN, WM_KEYUP = 0x0100, 0x0101
-VK_RETURN, VK_ESCAPE, VK_RIGHT, VK_DOWN = 0x0D, 0x1B, 0x27, 0x28
+VK_RETURN, VK_ESCAPE, VK_UP, VK_RIGHT, VK_DOWN = 0x0D, 0x1B, 0x26, 0x27, 0x28
 PYSTRAY_NOTIFY = 0x0400 + 11  # pystray's WM_NOTIFY (WM_USER + 11): the shell's tray-icon callback message
 WM_RBUTTONUP = 0x0205
 
@@ -117,15 +117,29 @@ class App:
         return {str(row["id"]) for row in self.status()["models"] if row.get("loaded")}
 
     def stop(self, timeout: float = 20) -> None:
-        """End the app and every process it started (its runners)."""
+        """End the app and every process it started (its runners); a tray app by its own Quit first.
+
+        Killing a tray app leaves its icon's window in Wine's tray; the next icon then fails with an
+        X error (BadWindow) that ends the process making it.
+        """
+        if self.proc.poll() is None and tray_windows(self.proc.pid):
+            quit_from_menu(self.proc)
         kill_tree(self.proc.pid, timeout)
         self.proc.wait(timeout)
 
 
+def app_children(pid: int) -> list[psutil.Process]:
+    """The processes an app started (its runners). The lane starts Wine's desktop (explorer.exe) itself,
+    so it is no app's child: ending an app's tree never takes the desktop and every later window with it."""
+    try:
+        return psutil.Process(pid).children(recursive=True)
+    except psutil.NoSuchProcess:
+        return []
+
+
 def kill_tree(pid: int, timeout: float = 20) -> None:
     try:
-        parent = psutil.Process(pid)
-        family = [*parent.children(recursive=True), parent]
+        family = [*app_children(pid), psutil.Process(pid)]
     except psutil.NoSuchProcess:
         return
     for proc in family:
@@ -204,6 +218,16 @@ def press(menu: Window, *keys: int) -> None:
         user32.PostMessageW(menu.hwnd, WM_KEYDOWN, key, 0)
         user32.PostMessageW(menu.hwnd, WM_KEYUP, key, 0xC0000001)
         time.sleep(0.15)
+
+
+def quit_from_menu(proc: subprocess.Popen[bytes], timeout: float = 20) -> bool:
+    """Quit, the menu's last item, as a user chooses it; True when the app has ended."""
+    try:
+        press(right_click_icon(proc.pid, timeout=15), VK_UP, VK_RETURN)
+        proc.wait(timeout)
+        return True
+    except (AssertionError, subprocess.TimeoutExpired):
+        return False
 
 
 def screenshot(name: str) -> Path:
