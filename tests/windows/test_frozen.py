@@ -15,6 +15,7 @@ from __future__ import annotations
 import functools
 import io
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -26,7 +27,18 @@ from pathlib import Path
 import openai
 import pytest
 
-from tests.windows.support import BUILD, ROOT, STARTER_IDS, App
+from tests.windows.support import (
+    BUILD,
+    ROOT,
+    STARTER_IDS,
+    VK_ESCAPE,
+    App,
+    press,
+    quit_from_menu,
+    right_click_icon,
+    screenshot,
+    wait_until,
+)
 
 pytestmark = [pytest.mark.frozen, pytest.mark.timeout(900)]
 
@@ -178,3 +190,22 @@ def test_autostart_from_the_cli_registers_the_windowed_tray_program(app_dir: Pat
         if before is not None:
             with winreg.CreateKey(winreg.HKEY_CURRENT_USER, RUN_KEY) as key:
                 winreg.SetValueEx(key, "aistack", 0, winreg.REG_SZ, before)
+
+
+def test_the_frozen_tray_app_shows_its_status_and_its_menu(app_dir: Path, frozen_server: App,
+                                                           tmp_path_factory: pytest.TempPathFactory) -> None:
+    """aistack.exe, as the Start menu starts it: the win32 tray, a right click opens the menu, no traceback."""
+    data = tmp_path_factory.mktemp("tray") / "Tray Zoë"
+    shutil.copytree(frozen_server.data_dir / "models", data / "models")
+    tray = App(data, exe=app_dir / "aistack.exe")  # windowed: no console, stdout and stderr are None
+    try:
+        wait_until(lambda: "tray icon starting (pystray backend win32)" in tray.app_log(), 60, "the win32 tray")
+        menu = right_click_icon(tray.proc.pid)
+        time.sleep(0.5)
+        assert screenshot("frozen-tray-menu.png").stat().st_size > 10_000
+        press(menu, VK_ESCAPE)
+        time.sleep(2)  # a few status polls: each one sets the tooltip and the menu again
+        assert "Traceback" not in tray.app_log(), tray.app_log()[-3000:]
+        assert quit_from_menu(tray.proc), "Quit from the menu did not end aistack.exe"
+    finally:
+        tray.stop()
