@@ -115,8 +115,8 @@ Read by one part of aistack, not settings (no `config.json` key):
 | `AISTACK_WHEEL_DIR` | wheels already there are used as they are (offline installs; their files are still checked against the catalog) |
 | `AISTACK_LLAMA_CUDA_DIR` | where the runner finds the CUDA build of llama.cpp, instead of `<venv>/llama-cuda/lib` \
 ([GPU](gpu.md#the-cuda-build-of-llamacpp)) |
-| `AISTACK_LLAMA_CPU_DIR` | where the runner finds a CPU build of llama.cpp of its own, instead of `<venv>/llama-cpu/lib`, for a `llama_cpp` \
-package without one inside (Windows: [the cross-compiled DLLs](windows.md)) |
+| `AISTACK_LLAMA_CPU_DIR` | where the runner finds a CPU build of llama.cpp of its own, instead of `<venv>/llama-cpu/lib`, \
+for a `llama_cpp` package without one inside (Windows: [the cross-compiled DLLs](windows.md)) |
 | `HF_TOKEN` | Hugging Face token for gated repos (or a saved `hf auth login`); never sent to the CDN |
 | `HF_ENDPOINT` | a Hugging Face mirror; downloads may then also go to its host |
 | `PYSTRAY_BACKEND` | `gtk`, `xorg` or `appindicator` forces the tray's Linux backend ([tray](tray.md#linux-backends)) |
