@@ -56,7 +56,7 @@ system-test-deps:
 
 test: install-test system-test-deps
 	AISTACK_DATA_DIR=$(AISTACK_TEST_DATA_DIR) $(VENV)/bin/aistack models install-starter
-	$(VENV)/bin/ruff check app server models tests bench
+	$(VENV)/bin/ruff check app server models tests bench docs installer
 	$(VENV)/bin/mypy
 	$(VENV)/bin/python -m tests.suite
 
@@ -79,7 +79,7 @@ test-windows: install windows-test-deps
 	$(PY) tests/windows/lane.py
 
 lint: install-test
-	$(VENV)/bin/ruff check app server models tests bench
+	$(VENV)/bin/ruff check app server models tests bench docs installer
 	$(VENV)/bin/mypy
 
 # The frozen app: dist/aistack/ and its size per folder. `make dist DIST_ARGS=--installer` adds the
