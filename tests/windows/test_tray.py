@@ -67,7 +67,7 @@ def browser(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
 
 
 @pytest.fixture(scope="module")
-def tray(odd_data_dir: Path, browser: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[App]:
+def tray(browser: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[App]:
     data_dir = data_dir_with_starter(tmp_path_factory.mktemp("tray") / "Tray Ü data")
     app = App(data_dir)  # no arguments: the tray app, as the Start menu starts it
     wait_until(lambda: tray_windows(app.proc.pid), 60, "the tray icon")
@@ -83,7 +83,7 @@ class NoActions:
 
 
 def current_menu(app: App) -> list[Entry]:
-    view = TrayView(app.url.replace("http://", "http://"), status=app.status())
+    view = TrayView(app.url, status=app.status())
     return build_menu(view, NoActions())
 
 
