@@ -155,6 +155,9 @@ class wine_prefix:
     def __enter__(self) -> dict[str, str]:
         shutil.rmtree(self.path, ignore_errors=True)
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        # The prefix's wineserver first, with no output of ours: one started by a later wine command inherits
+        # that command's stderr and may dump its objects there at exit, after pytest's closing line.
+        subprocess.Popen(["wineserver", "-p"], env=self.env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         run(["wineboot", "-i"], env=self.env)
         shutil.copy(bcryptprimitives(), self.path / "drive_c" / "windows" / "system32" / "bcryptprimitives.dll")
         reg = self.path / "lane.reg"
