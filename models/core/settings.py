@@ -47,7 +47,8 @@ class Settings(BaseSettings):
     cancel_grace_sec: float = Field(3, gt=0, description="How long a cancelled job may take to stop before its runner is killed.")
     busy_retry_after_sec: int = Field(5, ge=1, description="Retry-After sent with the busy 503.")
     queue_wait_sec: float = Field(
-        30, ge=0, description="Longest a request waits in a busy model's queue before it gets the busy 503."
+        0, ge=0, description="Longest a request waits in a busy model's queue before it gets the busy 503; "
+        "0 waits as long as the client stays connected."
     )
     queue_max: int = Field(16, ge=0, description="Requests that may wait in one model's queue; one more gets the busy 503.")
     memory_reserve_mb: int = Field(1024, ge=0, description="RAM kept free for the system when deciding whether a model fits.")
@@ -94,6 +95,10 @@ class Settings(BaseSettings):
 
     llm_context: int = Field(4096, ge=256, description="Default context window for chat models (catalog may lower it).")
     llm_threads: int = Field(0, ge=0, description="CPU threads for llama.cpp; 0 means the physical core count.")
+    llm_parallel: int = Field(
+        0, ge=0, le=64, description="Chat requests one chat model decodes together (its parallel sequences, each with "
+        "its own context); 0 picks 4 on a GPU and one per physical core (2 to 4) on a CPU. Fewer load when memory is short."
+    )
     llm_stream_interval_ms: float = Field(
         20, ge=0, le=1000,
         description="Streamed chat text is sent at most this often; tokens that come faster travel together "

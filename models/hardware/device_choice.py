@@ -43,10 +43,12 @@ class Choice:
     detail: str | None = None  # "24/32 layers on GPU", "float16", ...
     reason: str | None = None  # why not (all of) it on the GPU
     llama_lib: str | None = None  # the CUDA build's folder, for LLAMA_CPP_LIB_PATH
+    slots: int | None = None  # llama.cpp only: sequences decoded together
 
     def to_spec(self) -> dict[str, Any]:
-        return {"device": self.device, "compute_type": self.compute_type, "gpu_layers": self.gpu_layers,
+        spec = {"device": self.device, "compute_type": self.compute_type, "gpu_layers": self.gpu_layers,
                 "device_detail": self.detail, "device_reason": self.reason}
+        return spec if self.slots is None else {**spec, "slots": self.slots}
 
 
 class EngineCaps(Protocol):
@@ -93,10 +95,11 @@ def choose(engine: str, spec: dict[str, Any], gpu: GpuReading, caps: EngineCaps,
     if engine == "piper":
         return Choice("cpu", reason=None, detail="piper runs on the CPU")
     requested = str(spec.get("device") or "auto")
+    cpu_slots = _slots(spec, "cpu") if engine == "llama.cpp" else None
     if requested == "cpu":
-        return Choice("cpu", reason=str(spec.get("device_reason") or "The CPU was asked for."))
+        return Choice("cpu", reason=str(spec.get("device_reason") or "The CPU was asked for."), slots=cpu_slots)
     if not gpu.available:
-        return Choice("cpu", reason=gpu.reason)
+        return Choice("cpu", reason=gpu.reason, slots=cpu_slots)
     free = int(gpu.memory_free_bytes or 0)
     if engine == "faster-whisper":
         return _whisper(spec, free, caps, reserve_bytes)
@@ -126,20 +129,56 @@ def _llama(spec: dict[str, Any], free: int, caps: EngineCaps, reserve: int) -> C
     lib = caps.llama_cuda_lib()
     if lib is None:
         return Choice("cpu", gpu_layers=0, reason="No CUDA build of llama.cpp is installed "
-                      "(installer/build_cuda_llama.sh makes one); chat runs on the CPU.")
-    need = _llama_need(spec)
+                      "(installer/build_cuda_llama.sh makes one); chat runs on the CPU.", slots=_slots(spec, "cpu"))
+    slots = _slots(spec, "cuda")
+    need = _llama_need(spec, slots)
     if need is None:  # the header could not be read: the load itself will say why
-        return Choice("cuda", gpu_layers=-1, llama_lib=str(lib))
+        return Choice("cuda", gpu_layers=-1, llama_lib=str(lib), slots=slots)
+    # Fewer sequences before fewer layers: a model split with the CPU loses more than parallel answers gain.
+    while slots > 1 and fit_layers_for(spec, need, free, reserve) < need.layers:
+        slots //= 2
+        need = _llama_need(spec, slots) or need
+        log.info("%s: fewer parallel sequences (%d) so the model fits in GPU memory", spec.get("id"), slots)
     layers = fit_layers_for(spec, need, free, reserve)
     if layers == 0:
         return Choice("cpu", gpu_layers=0, reason=f"Not enough GPU memory for even one layer "
-                      f"({free >> 20} MB free); chat runs on the CPU.")
+                      f"({free >> 20} MB free); chat runs on the CPU.", slots=_slots(spec, "cpu"))
     detail = vram.split_text(layers, need.layers)
     if layers >= need.layers:
-        return Choice("cuda", gpu_layers=-1, detail=detail, llama_lib=str(lib))
+        return Choice("cuda", gpu_layers=-1, detail=detail, llama_lib=str(lib), slots=slots)
     reason = (f"The model needs about {need.full_bytes >> 20} MB of GPU memory and {free >> 20} MB are free: "
               f"{detail}, the rest on the CPU (slower).")
-    return Choice("cuda", gpu_layers=layers, detail=detail, reason=reason, llama_lib=str(lib))
+    return Choice("cuda", gpu_layers=layers, detail=detail, reason=reason, llama_lib=str(lib), slots=slots)
+
+
+def default_slots(device: str, cores: int | None = None) -> int:
+    """Sequences a chat model decodes together when `AISTACK_LLM_PARALLEL` is 0 (auto).
+
+    4 on a GPU, where decoding is bound by memory bandwidth and four sequences cost
+    little more than one; on a CPU one per physical core, at least 2 and at most 4
+    (more sequences than cores only share the same arithmetic).
+    """
+    if device == "cuda":
+        return 4
+    if cores is None:
+        import psutil
+
+        cores = psutil.cpu_count(logical=False) or 2
+    return max(2, min(4, cores))
+
+
+def chat_slots(setting: int, device: str) -> int:
+    """The sequences wanted: the user's `AISTACK_LLM_PARALLEL`, else the default for the device."""
+    return setting if setting > 0 else default_slots(device)
+
+
+def _slots(spec: dict[str, Any], device: str) -> int:
+    """Sequences for a llama.cpp context: AISTACK_LLM_PARALLEL or the device's default, within the
+    manager's cap (`spec["slots"]`: what fits in RAM)."""
+    settings = spec.get("settings") or {}
+    wanted = chat_slots(int(settings.get("llm_parallel") or 0), device)
+    cap = spec.get("slots")
+    return min(wanted, int(cap)) if isinstance(cap, int) and cap > 0 else wanted
 
 
 def fit_layers_for(spec: dict[str, Any], need: vram.LlamaNeed, free: int, reserve: int) -> int:
@@ -151,7 +190,7 @@ def fit_layers_for(spec: dict[str, Any], need: vram.LlamaNeed, free: int, reserv
     return layers
 
 
-def _llama_need(spec: dict[str, Any]) -> vram.LlamaNeed | None:
+def _llama_need(spec: dict[str, Any], slots: int = 1) -> vram.LlamaNeed | None:
     from models.store.gguf import GgufError, read_gguf
 
     names = [n for n in spec.get("files") or [] if str(n).lower().endswith(".gguf")]
@@ -164,7 +203,7 @@ def _llama_need(spec: dict[str, Any]) -> vram.LlamaNeed | None:
     settings = spec.get("settings") or {}
     limit = int(settings.get("llm_context") or 4096)
     model = (spec.get("options") or {}).get("context") or header.context_length or limit
-    return vram.llama_need(header, min(int(model), limit))
+    return vram.llama_need(header, min(int(model), limit), slots)
 
 
 def _model_bytes(spec: dict[str, Any]) -> int:

@@ -49,8 +49,8 @@ class LlamaNeed:
         return self.gpu_bytes(self.layers)
 
 
-def llama_need(header: GgufHeader, context: int) -> LlamaNeed:
-    """Read the per-layer sizes from the GGUF header's tensors; the cache from width, heads and context."""
+def llama_need(header: GgufHeader, context: int, sequences: int = 1) -> LlamaNeed:
+    """Read the per-layer sizes from the GGUF header's tensors; the cache from width, heads, context and sequences."""
     per_layer: dict[int, int] = {}
     output = 0
     for tensor in header.tensors:
@@ -65,7 +65,7 @@ def llama_need(header: GgufHeader, context: int) -> LlamaNeed:
     layers = header.layer_count or len(per_layer)
     width, heads = header.embedding_length or 0, header.head_count or 1
     kv_heads: int = header.head_count_kv or heads
-    kv_layer = 2 * context * (width * kv_heads // heads) * 2
+    kv_layer = 2 * context * sequences * (width * kv_heads // heads) * 2
     return LlamaNeed(
         layers=layers,
         layer_bytes=max(per_layer.values(), default=0),

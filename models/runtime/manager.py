@@ -3,7 +3,8 @@
 It loads a model into its runner on first use (or when the user asks), keeps
 it while it is used, unloads it when its keep-alive runs out, evicts idle
 models when memory is short (`models.runtime.placement` decides which), and
-hands out the model's single job slot, in turn (`models.runtime.queue`).
+hands out the model's job slots, in turn (`models.runtime.queue`): one for
+most engines, one per parallel sequence for a chat model.
 Every other part of the app asks the manager; nobody else starts or stops runners.
 
 States are explicit: installed -> loading -> loaded -> unloading -> installed,
@@ -19,6 +20,7 @@ import contextlib
 import enum
 import importlib.util
 import logging
+import math
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
@@ -29,7 +31,7 @@ from models.core.settings import Settings
 from models.hardware.gpu import GpuProbe, wait_released
 from models.runtime import placement, registry
 from models.runtime.protocol import Accepted, JobEvent, JobSpec
-from models.runtime.queue import ModelSlot
+from models.runtime.queue import ModelSlots
 from models.runtime.runner import UNLOADED, Runner
 from models.store.model_store import InstalledModel, ModelStore
 
@@ -51,18 +53,19 @@ class _Record:
     state: ModelState = ModelState.INSTALLED
     runner: Runner | None = None
     pinned: bool = False  # loaded by the user: stays until the user unloads it
-    slot: ModelSlot = field(init=False)  # the job slot and the requests waiting for it
+    slot: ModelSlots = field(init=False)  # the job slots and the requests waiting for them
     last_used: float = 0.0
+    job_sec: float | None = None  # how long a job holds a slot, on average (for an honest Retry-After)
     expires_at: float | None = None
     error: str | None = None
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
     def __post_init__(self) -> None:
-        self.slot = ModelSlot(self.id)
+        self.slot = ModelSlots(self.id)
 
     @property
     def leased(self) -> bool:
-        """A request holds the job slot."""
+        """A request holds a job slot."""
         return self.slot.taken
 
 
@@ -134,7 +137,7 @@ class Lease:
     def release(self) -> None:
         if not self._released:
             self._released = True
-            self.manager._release(self._record, self._keep_alive)
+            self.manager._release(self._record, self._keep_alive, time.monotonic() - self.acquired_at)
 
 
 class Manager:
@@ -198,6 +201,7 @@ class Manager:
             "pinned": record is not None and record.pinned,
             "busy": record is not None and (record.leased or (runner is not None and not runner.idle)),
             "queued": record.slot.queued if record is not None else 0,
+            "slots": _slots(runner) if loaded and runner is not None else None,
             "device": info.get("device") if loaded else None,
             "device_detail": info.get("device_detail") if loaded else None,
             "runner_pid": runner.pid if runner is not None else None,
@@ -249,9 +253,11 @@ class Manager:
         if self._closing:
             raise EngineUnavailable("aistack is shutting down.")
         device = self.device_policy(model.engine) if self.device_policy else {"device": "auto"}  # game mode may hold
-        await self._make_room(model)
+        slots = await self._make_room(model)
         record.state, record.error = ModelState.LOADING, None
         spec = {**model.to_spec(), "settings": self.settings.model_dump(mode="json"), **device}
+        if model.engine == "llama.cpp":
+            spec["slots"] = slots  # at most this many: the runner may take fewer for the GPU's memory
         runner = Runner(
             self.engines[model.engine],
             spec,
@@ -271,23 +277,42 @@ class Manager:
         log.info("loaded %s in %.2f s on %s (pid %s)", model.id, time.monotonic() - started,
                  runner.info.get("device", "cpu"), runner.pid)
         record.runner, record.state = runner, ModelState.LOADED
+        record.slot.resize(runner.capacity)  # requests waiting behind the load take the other slots now
         record.last_used = time.monotonic()
         record.expires_at = None if record.pinned else self._expiry(None)
         return runner
 
-    async def _make_room(self, model: InstalledModel) -> None:
-        """Unload idle models the user did not load, least recently used first, until the new one fits."""
-        need = placement.memory_need(model, self.settings.llm_context)
+    async def _make_room(self, model: InstalledModel) -> int:
+        """Unload idle models the user did not load, least recently used first, until the new one fits.
+
+        A chat model that still does not fit gets fewer parallel sequences; returns how many fit.
+        """
+        slots = self._wanted_slots(model)
+        need = placement.memory_need(model, self.settings.llm_context, slots)
         reserve = self.settings.memory_reserve_mb << 20
         while (free := self.memory.ram_available() - reserve) < need:
             residents = [self._resident(r) for r in self._records.values() if r is not self._records.get(model.id)
                          and r.state == ModelState.LOADED and r.runner is not None]
             victim = placement.pick_victim(residents)
-            if victim is None:
+            if victim is not None:
+                log.info("evicting %s to make room for %s", victim.model_id, model.id)
+                await self._unload_locked_free(self._records[victim.model_id])
+            elif slots > 1:  # a chat model: fewer parallel sequences need a smaller context cache
+                slots //= 2
+                need = placement.memory_need(model, self.settings.llm_context, slots)
+                log.warning("%s: only %d parallel sequences fit in free memory", model.id, slots)
+            else:
                 raise placement.refusal(model.id, need, free, residents)
-            log.info("evicting %s to make room for %s", victim.model_id, model.id)
-            await self._unload_locked_free(self._records[victim.model_id])
         await self._make_vram_room(model)
+        return slots
+
+    def _wanted_slots(self, model: InstalledModel) -> int:
+        """Parallel sequences a chat model asks for (1 for other engines); the engine may take fewer."""
+        if model.engine != "llama.cpp":
+            return 1
+        from models.hardware.device_choice import chat_slots
+
+        return chat_slots(self.settings.llm_parallel, "cpu" if self.gpu is None else "cuda")
 
     async def _make_vram_room(self, model: InstalledModel) -> None:
         """The same for GPU memory, among models on the GPU. What still does not fit loads with fewer
@@ -316,17 +341,18 @@ class Manager:
 
     # Jobs ----------------------------------------------------------------------------
     async def acquire(self, model_id: str, *, keep_alive: float | None = None) -> Lease:
-        """Wait for the model's slot (in turn), load the model if needed, and lease it.
+        """Wait for one of the model's slots (in turn), load the model if needed, and lease it.
 
-        Raises `Busy` past the queue's limits. Cancelling the call (the client
-        left) leaves the queue at once; a load already under way finishes, so
-        the next request finds the model ready.
+        Waits as long as the caller does; raises `Busy` when the queue is full or
+        past the wait limit the user set. Cancelling the call (the client left)
+        leaves the queue at once; a load already under way finishes, so the next
+        request finds the model ready.
         """
         model = self._installed(model_id)
         record = self._record(model_id)
         settings = self.settings
         await record.slot.take(
-            max_wait=settings.queue_wait_sec, max_queued=settings.queue_max, retry_after=settings.busy_retry_after_sec
+            max_wait=settings.queue_wait_sec or None, max_queued=settings.queue_max, retry_after=self._retry_after(record)
         )
         try:
             runner = await _uncancelled(self._ready_runner(record, model))
@@ -337,18 +363,28 @@ class Manager:
         return Lease(self, record, runner, model, keep_alive)
 
     async def _ready_runner(self, record: _Record, model: InstalledModel) -> Runner:
-        """With the slot held: a loaded runner with no job on it."""
+        """With a slot held: a loaded runner with room for one more job."""
         async with record.lock:
             runner = await self._ensure_loaded(record, model)
-            if not runner.idle:
-                # The last client left mid-job; its job stops within the cancel grace (or the runner is killed).
-                await runner.wait_idle(self.settings.cancel_grace_sec + 1)
+            if runner.jobs >= runner.capacity:
+                # A client left mid-job; its job stops within the cancel grace (or the runner is killed).
+                await runner.wait_room(self.settings.cancel_grace_sec + 1)
                 if not runner.alive:
                     runner = await self._ensure_loaded(record, model)
             return runner
 
-    def _release(self, record: _Record, keep_alive: float | None) -> None:
+    def _retry_after(self, record: _Record) -> int:
+        """Seconds until a request joining the queue now would run: the jobs ahead over the slots, at the
+        model's measured time per job (the configured Retry-After until a job has been timed)."""
+        if record.job_sec is None:
+            return self.settings.busy_retry_after_sec
+        ahead = record.slot.queued + 1
+        return max(1, min(3600, math.ceil(record.job_sec * ahead / record.slot.capacity)))
+
+    def _release(self, record: _Record, keep_alive: float | None, held_sec: float = 0.0) -> None:
         record.last_used = time.monotonic()
+        if held_sec > 0:
+            record.job_sec = held_sec if record.job_sec is None else 0.8 * record.job_sec + 0.2 * held_sec
         if record.slot.queued:
             record.slot.release()  # straight to the next request; a dead runner is restarted by it
             return
@@ -434,6 +470,12 @@ async def _uncancelled(work: Awaitable[T]) -> T:
     task = asyncio.ensure_future(work)
     task.add_done_callback(lambda t: t.cancelled() or t.exception())  # a caller that left never reads it
     return await asyncio.shield(task)
+
+
+def _slots(runner: Runner) -> dict[str, int]:
+    """A loaded model's slots: how many jobs it runs at once, and how many run now."""
+    busy = min(runner.jobs, runner.capacity)
+    return {"total": runner.capacity, "busy": busy, "free": runner.capacity - busy}
 
 
 def _resident_bytes(pid: int | None) -> int | None:

@@ -55,11 +55,11 @@ class Resident:
     last_used: float  # monotonic seconds
 
 
-def memory_need(model: InstalledModel, llm_context: int) -> int:
-    """Bytes `model` needs once loaded: weights and buffers, plus the context cache for a chat model."""
+def memory_need(model: InstalledModel, llm_context: int, slots: int = 1) -> int:
+    """Bytes `model` needs once loaded: weights and buffers, plus a chat model's context cache for `slots` sequences."""
     need = int(model.size_bytes * WORKING_FACTOR) + RUNTIME_BYTES
     if model.capability == "llm":
-        need += context_cache_bytes(model, llm_context)
+        need += slots * context_cache_bytes(model, llm_context)
     return need
 
 
@@ -109,7 +109,7 @@ def refusal(model_id: str, need: int, free: int, residents: list[Resident]) -> E
 
 
 # GPU memory (the GPU helper's side) ---------------------------------------------------------
-def vram_need(model: InstalledModel, llm_context: int) -> int | None:
+def vram_need(model: InstalledModel, llm_context: int, slots: int = 1) -> int | None:
     """GPU memory `model` needs with all of it on the GPU; None for an engine that never uses the GPU.
 
     A manifest may state it (`options.vram_bytes`); else llama.cpp's comes from the GGUF
@@ -135,4 +135,4 @@ def vram_need(model: InstalledModel, llm_context: int) -> int | None:
     except (GgufError, OSError):
         return None
     context = min(int(model.options.get("context") or llm_context), header.context_length or llm_context, llm_context)
-    return vram.llama_need(header, context).full_bytes
+    return vram.llama_need(header, context, slots).full_bytes

@@ -1,12 +1,14 @@
-"""One model's job slot, with a fair queue in front of it.
+"""One model's job slots, with a fair queue in front of them.
 
-A runner does one job at a time, so each model has one slot. A request that
-finds it taken waits its turn, first come first served, up to a time limit and
-behind at most a bounded number of others; only past those limits is it told
-the model is busy (the contract's 503 with `Retry-After`). Waiting is an
-`asyncio.Future` per request, resolved by the release that hands the slot
-on, so no one polls. A waiter that is cancelled (its client left) leaves the
-queue at once; if the slot had just been handed to it, it passes it on.
+A runner runs as many jobs at once as its model has slots: one for Whisper and
+piper, N for a chat model that decodes N sequences together (llama.cpp's
+parallel sequences). A request that finds every slot taken waits its turn,
+first come first served, for as long as its client stays connected; only
+when the queue is full (or past a wait limit the user set) is it told the
+model is busy (the contract's 503 with `Retry-After`). Waiting is an
+`asyncio.Future` per request, resolved by the release that hands a slot on,
+so no one polls. A waiter that is cancelled (its client left) leaves the
+queue at once; if a slot had just been handed to it, it passes it on.
 """
 
 from __future__ import annotations
@@ -17,28 +19,37 @@ from collections import deque
 from models.core.errors import Busy
 
 
-class ModelSlot:
-    """The slot of one model. Use from the event loop only."""
+class ModelSlots:
+    """The slots of one model. Use from the event loop only."""
 
-    def __init__(self, model_id: str):
+    def __init__(self, model_id: str, capacity: int = 1):
         self.model_id = model_id
-        self.taken = False
+        self.capacity = capacity
+        self.in_use = 0
         self._waiters: deque[asyncio.Future[None]] = deque()
 
     @property
+    def taken(self) -> bool:
+        """Some request holds a slot."""
+        return self.in_use > 0
+
+    @property
     def queued(self) -> int:
-        """Requests waiting for the slot now."""
+        """Requests waiting for a slot now."""
         return sum(1 for waiter in self._waiters if not waiter.done())
 
-    async def take(self, *, max_wait: float, max_queued: int, retry_after: int) -> None:
-        """Return once the slot is this caller's; raise `Busy` naming the limit that was hit."""
-        if not self.taken and not self.queued:
-            self.taken = True
+    async def take(self, *, max_wait: float | None, max_queued: int, retry_after: int) -> None:
+        """Return once a slot is this caller's; raise `Busy` naming the limit that was hit.
+
+        `max_wait` None waits as long as the caller does (it is cancelled when its client leaves).
+        """
+        if self.in_use < self.capacity and not self.queued:
+            self.in_use += 1
             return
         if self.queued >= max_queued:
             raise Busy(
                 f"Model {self.model_id} is busy and {self.queued} requests are already waiting for it, the most its "
-                f"queue holds (AISTACK_QUEUE_MAX={max_queued}). Retry in a few seconds.",
+                f"queue holds (AISTACK_QUEUE_MAX={max_queued}). Retry in about {retry_after} s.",
                 retry_after=retry_after,
             )
         waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
@@ -52,7 +63,7 @@ class ModelSlot:
             self._forget(waiter)
             raise Busy(
                 f"Model {self.model_id} stayed busy: this request waited {max_wait:g} s in its queue, the longest "
-                f"allowed (AISTACK_QUEUE_WAIT_SEC={max_wait:g}). Retry in a few seconds.",
+                f"allowed (AISTACK_QUEUE_WAIT_SEC={max_wait:g}). Retry in about {retry_after} s.",
                 retry_after=retry_after,
             ) from None
         except asyncio.CancelledError:
@@ -64,12 +75,23 @@ class ModelSlot:
 
     def release(self) -> None:
         """Hand the slot to the longest waiter, or free it."""
+        if not self._hand_on():
+            self.in_use = max(0, self.in_use - 1)
+
+    def resize(self, capacity: int) -> None:
+        """The model loaded with `capacity` slots: waiters take the new ones at once."""
+        self.capacity = max(1, capacity)
+        while self.in_use < self.capacity and self._hand_on():
+            self.in_use += 1
+
+    def _hand_on(self) -> bool:
+        """Give a slot to the longest waiter (it passes on directly: never free in between)."""
         while self._waiters:
             waiter = self._waiters.popleft()
             if not waiter.done():
-                waiter.set_result(None)  # the slot passes on directly: it is never free in between
-                return
-        self.taken = False
+                waiter.set_result(None)
+                return True
+        return False
 
     def _forget(self, waiter: asyncio.Future[None]) -> None:
         try:

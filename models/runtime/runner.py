@@ -1,12 +1,14 @@
 """The server side of a runner process: spawn it, send jobs, stream events back, stop or kill it.
 
-One runner holds one loaded model and runs one job at a time. A reader thread
-takes every message off the pipe and hands it to the event loop, so streaming
-costs no polling. When the process dies (segfault, OOM kill, `os._exit`), the
-job in flight gets an `EngineUnavailable` saying so and the runner is marked
-dead; the manager starts a new one on the next request. A runner that writes
-anything but a `models.runtime.protocol` message is broken the same way: its
-job gets a 503 saying so and the process is killed, never left hanging.
+One runner holds one loaded model and runs as many jobs at once as the model
+has slots (`capacity`: a chat model's parallel sequences, else 1). A reader
+thread takes every message off the pipe and hands it to the event loop, so
+streaming costs no polling. When the process dies (segfault, OOM kill,
+`os._exit`), every job in flight gets an `EngineUnavailable` saying so and the
+runner is marked dead; the manager starts a new one on the next request. A
+runner that writes anything but a `models.runtime.protocol` message is broken
+the same way: its jobs get a 503 saying so and the process is killed, never
+left hanging.
 """
 
 from __future__ import annotations
@@ -48,6 +50,8 @@ class _JobChannel:
         self.id = job_id
         self.queue: asyncio.Queue[Accepted | Partial | Final | Error] = asyncio.Queue()
         self.abandoned = False
+        self.answered = False  # the runner has said something about it
+        self.kill_timer: asyncio.TimerHandle | None = None
 
 
 class Runner:
@@ -65,11 +69,12 @@ class Runner:
         self._process: Any = None
         self._conn: Any = None
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._job: _JobChannel | None = None
+        self._jobs: dict[int, _JobChannel] = {}
         self._ids = itertools.count(1)
         self._idle = asyncio.Event()
         self._idle.set()
-        self._kill_timer: asyncio.TimerHandle | None = None
+        self._room = asyncio.Event()
+        self._room.set()
 
     # Lifecycle -----------------------------------------------------------------------
     @property
@@ -82,7 +87,17 @@ class Runner:
 
     @property
     def idle(self) -> bool:
-        return self._job is None
+        return not self._jobs
+
+    @property
+    def capacity(self) -> int:
+        """Jobs the model runs at once (its slots)."""
+        return max(1, int(self.info.get("slots") or 1))
+
+    @property
+    def jobs(self) -> int:
+        """Jobs in flight, cancelled ones still stopping included."""
+        return len(self._jobs)
 
     async def start(self) -> dict[str, Any]:
         """Spawn the process and wait until the model is loaded. Raises `AistackError` on failure."""
@@ -207,16 +222,21 @@ class Runner:
             what = msg.reason if isinstance(msg, _Unreadable) else f"a {type(msg).__name__}"
             self._on_malformed(what)
             return
-        job = self._job
-        if job is None or (msg.id is not None and msg.id != job.id):
+        job = self._jobs.get(msg.id) if msg.id is not None else self._unanswered()
+        if job is None:
             return  # late news of a job that was cancelled and already finished
+        job.answered = True
         if isinstance(msg, Error) and msg.retiring and self.crash_reason is None:
             # Before the route sees the error: the next request must find this runner gone, not reuse it.
             self.crash_reason = "it exited after the GPU failed"
             log.warning("runner for %s exits after a GPU failure", self.model_id)
         job.queue.put_nowait(msg)
         if isinstance(msg, Final | Error):
-            self._finish_job()
+            self._finish_job(job)
+
+    def _unanswered(self) -> _JobChannel | None:
+        """The oldest job the runner has said nothing about: the one whose message it could not read."""
+        return next((job for job in self._jobs.values() if not job.answered), None)
 
     def _on_malformed(self, what: str) -> None:
         """The runner wrote something that is not a protocol message: fail its job and kill it."""
@@ -226,20 +246,18 @@ class Runner:
             self.crash_reason = f"it sent a message aistack cannot read ({what})"
         if self._process is not None and self._process.is_alive():
             self._process.kill()
-        job = self._job
-        if job is not None:
-            job.queue.put_nowait(Error(job.id, error.to_dict()))
-            self._finish_job()
+        self._fail_all(error)
 
     def _on_exit(self) -> None:
         if self.crash_reason is None:
             self.crash_reason = self._exit_description()
             log.warning("runner for %s exited (%s)", self.model_id, self.crash_reason)
-        job = self._job
-        if job is not None:
-            error = self._gone_error()
+        self._fail_all(self._gone_error())
+
+    def _fail_all(self, error: AistackError) -> None:
+        for job in list(self._jobs.values()):
             job.queue.put_nowait(Error(job.id, error.to_dict()))
-            self._finish_job()
+            self._finish_job(job)
 
     def _gone_error(self) -> EngineUnavailable:
         """The error for a job whose runner is no longer there."""
@@ -254,12 +272,15 @@ class Runner:
             message = f"Model {self.model_id} is not running. Try again."
         return EngineUnavailable(message, provider=self.provider)
 
-    def _finish_job(self) -> None:
-        self._job = None
-        if self._kill_timer is not None:
-            self._kill_timer.cancel()
-            self._kill_timer = None
-        self._idle.set()
+    def _finish_job(self, job: _JobChannel) -> None:
+        self._jobs.pop(job.id, None)
+        if job.kill_timer is not None:
+            job.kill_timer.cancel()
+            job.kill_timer = None
+        if len(self._jobs) < self.capacity:
+            self._room.set()
+        if not self._jobs:
+            self._idle.set()
 
     # Jobs ----------------------------------------------------------------------------
     async def run(self, job: JobSpec) -> AsyncGenerator[JobEvent, None]:
@@ -272,12 +293,12 @@ class Runner:
         """
         if not self.alive:
             raise self._gone_error()
-        if self._job is not None:
-            raise RuntimeError("runner already has a job")  # the manager's slot prevents this
         channel = _JobChannel(next(self._ids))
         payload = self._packed(Job(channel.id, job))
-        self._job = channel
+        self._jobs[channel.id] = channel
         self._idle.clear()
+        if len(self._jobs) >= self.capacity:
+            self._room.clear()
         finished = False
         try:
             self._conn.send_bytes(payload)
@@ -292,7 +313,7 @@ class Runner:
                     return
         except (OSError, ValueError):
             finished = True
-            self._finish_job()
+            self._finish_job(channel)
             raise self._gone_error() from None
         finally:
             if not finished:
@@ -316,8 +337,8 @@ class Runner:
 
     def cancel(self, job_id: int) -> None:
         """Ask the runner to drop job `job_id`; kill the process if it has not stopped in time."""
-        job = self._job
-        if job is None or job.id != job_id or job.abandoned:
+        job = self._jobs.get(job_id)
+        if job is None or job.abandoned:
             return
         job.abandoned = True
         try:
@@ -325,23 +346,33 @@ class Runner:
         except (OSError, ValueError):
             pass
         loop = self._loop or asyncio.get_event_loop()
-        self._kill_timer = loop.call_later(self.cancel_grace, self._kill_if_stuck, job_id)
+        job.kill_timer = loop.call_later(self.cancel_grace, self._kill_if_stuck, job_id)
 
     def _kill_if_stuck(self, job_id: int) -> None:
-        if self._job is not None and self._job.id == job_id:
+        job = self._jobs.get(job_id)
+        if job is not None:
             log.warning("runner for %s ignored cancel for %.1f s; killing it", self.model_id, self.cancel_grace)
             self.crash_reason = "killed after it did not stop a cancelled job"
             if self._process is not None and self._process.is_alive():
                 self._process.kill()
-            self._finish_job()
+            self._finish_job(job)
+            self._fail_all(self._gone_error())  # the process is gone: so are the jobs beside it
 
     @property
     def cancelling(self) -> bool:
-        return self._job is not None and self._job.abandoned
+        return any(job.abandoned for job in self._jobs.values())
 
     async def wait_idle(self, timeout: float) -> bool:
         try:
             await asyncio.wait_for(self._idle.wait(), timeout)
+        except TimeoutError:
+            return False
+        return True
+
+    async def wait_room(self, timeout: float) -> bool:
+        """Wait until fewer jobs than slots are in flight (a cancelled one may still be stopping)."""
+        try:
+            await asyncio.wait_for(self._room.wait(), timeout)
         except TimeoutError:
             return False
         return True

@@ -127,11 +127,15 @@ def main(conn: Connection, load: Load) -> None:
 
     inbox = _Inbox(conn, send, provider)
     threading.Thread(target=inbox.read_forever, name="runner-inbox", daemon=True).start()
-    while (msg := inbox.jobs.get()) is not None:
-        _run_one(engine, msg, inbox, send, provider)
-        if _gpu_lost(engine):  # a CUDA error mid-job: this process's GPU state is gone
-            log.error("the GPU failed during a job; this runner exits and the next request starts a fresh one")
-            break
+    if hasattr(engine, "submit"):
+        _serve_batched(engine, inbox, send, provider)
+    else:
+        while (msg := inbox.jobs.get()) is not None:
+            _run_one(engine, msg, inbox, send, provider)
+            if _gpu_lost(engine):
+                break
+    if _gpu_lost(engine):  # a CUDA error mid-job: this process's GPU state is gone
+        log.error("the GPU failed during a job; this runner exits and the next request starts a fresh one")
     try:
         engine.close()
     finally:
@@ -142,28 +146,71 @@ def _gpu_lost(engine: Any) -> bool:
     return bool(getattr(engine, "gpu_lost", False))
 
 
-def _run_one(engine: Any, msg: Job, inbox: _Inbox, send: Any, provider: str) -> None:
-    from models.core.errors import AistackError
+def _context(job_id: int, inbox: _Inbox, send: Any) -> Any:
     from models.engines.base import JobContext
 
-    job_id = msg.id
-    ctx = JobContext(
+    return JobContext(
         lambda data: send(Partial(job_id, data)),
         lambda: inbox.is_cancelled(job_id),
         lambda info: send(Accepted(job_id, info)),
     )
+
+
+def _run_one(engine: Any, msg: Job, inbox: _Inbox, send: Any, provider: str) -> None:
+    """An engine that runs one job at a time: run it to the end here."""
     try:
-        result = engine.run(msg.job, ctx)
-        send(Final(job_id, dict(result or {})))
-    except AistackError as exc:
-        # Classified by the engine: a client that left, the request's own fault (bad audio, too long
-        # a prompt...) or a failure it already explained. The message is the answer; no traceback.
-        level = logging.ERROR if exc.status >= 500 else logging.INFO
-        log.log(level, "job %s: %s %s", job_id, exc.kind, exc.message)
-        send(Error(job_id, exc.to_dict(), retiring=_gpu_lost(engine)))
+        result = engine.run(msg.job, _context(msg.id, inbox, send))
     except BaseException as exc:  # noqa: BLE001 - report, keep serving
-        log.error("job %s failed:\n%s", job_id, traceback.format_exc())
-        send(Error(job_id, describe_failure(exc, provider, "running the request"), retiring=_gpu_lost(engine)))
+        _report(engine, msg.id, None, exc, inbox, send, provider)
+    else:
+        _report(engine, msg.id, result, None, inbox, send, provider)
+
+
+def _serve_batched(engine: Any, inbox: _Inbox, send: Any, provider: str) -> None:
+    """An engine that runs several jobs together (llama.cpp's slots): hand it every job as it
+    arrives and let it step, blocking on the pipe only while it has nothing to do."""
+    while True:
+        for msg in _arrived(inbox, wait=not engine.busy):
+            if msg is None:
+                return
+            engine.submit(
+                msg.job,
+                _context(msg.id, inbox, send),
+                lambda result, error, job_id=msg.id: _report(engine, job_id, result, error, inbox, send, provider),
+            )
+        if engine.busy:
+            engine.step()
+        if _gpu_lost(engine):
+            return
+
+
+def _arrived(inbox: _Inbox, *, wait: bool) -> list[Job | None]:
+    """Every message waiting in the inbox; with `wait`, at least one."""
+    messages: list[Job | None] = [inbox.jobs.get()] if wait else []
+    while True:
+        try:
+            messages.append(inbox.jobs.get_nowait())
+        except queue.Empty:
+            return messages
+
+
+def _report(engine: Any, job_id: int, result: Any, exc: BaseException | None, inbox: _Inbox, send: Any,
+            provider: str) -> None:
+    """Send a job's `Final` or `Error`."""
+    from models.core.errors import AistackError
+
+    try:
+        if exc is None:
+            send(Final(job_id, dict(result or {})))
+        elif isinstance(exc, AistackError):
+            # Classified by the engine: a client that left, the request's own fault (bad audio, too long
+            # a prompt...) or a failure it already explained. The message is the answer; no traceback.
+            level = logging.ERROR if exc.status >= 500 else logging.INFO
+            log.log(level, "job %s: %s %s", job_id, exc.kind, exc.message)
+            send(Error(job_id, exc.to_dict(), retiring=_gpu_lost(engine)))
+        else:
+            log.error("job %s failed:\n%s", job_id, "".join(traceback.format_exception(exc)))
+            send(Error(job_id, describe_failure(exc, provider, "running the request"), retiring=_gpu_lost(engine)))
     finally:
         with inbox.lock:
             inbox.cancelled.discard(job_id)

@@ -1,18 +1,19 @@
-"""The token loop for llama.cpp: reuse the cached prompt prefix, sample, stream text, stop on time.
+"""One sequence's token loop for llama.cpp: sample, stream text, stop on time.
 
-Written against `llama_cpp.Llama`'s own pieces (`eval`, the KV cache, the
-sampler chain) rather than `create_chat_completion`, because a server needs
-things that API hides: the number of prompt tokens served from the cache, a
-cancellation check between tokens, a logit-bias and lazy-grammar sampler, and
-text streamed with stop sequences held back. Each token's text comes from a
-piece cache, so the loop does no work that grows with the answer's length.
+Written against llama.cpp's own pieces (the sampler chain, logits by batch
+index) rather than `create_chat_completion`, because a server needs things
+that API hides: several sequences decoded together (`batch`), the number of
+prompt tokens served from the cache, a cancellation check between tokens, a
+logit-bias and lazy-grammar sampler, and text streamed with stop sequences
+held back. Each token's text comes from a piece cache, so the loop does no
+work that grows with the answer's length.
 """
 
 from __future__ import annotations
 
 import ctypes
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Generator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -65,16 +66,12 @@ class Outcome:
 
 
 class Decoder:
-    """Generation on one loaded `llama_cpp.Llama`, one request at a time."""
+    """Tokens, samplers and the generation coroutine for one loaded `llama_cpp.Llama`."""
 
-    def __init__(self, llm: Any, *, prefill_slice: int | None = None):
+    def __init__(self, llm: Any):
         import llama_cpp
 
         self.llm = llm
-        # Tokens evaluated between two cancel checks. A CPU reads a prompt at little more than its decode
-        # speed (about 120 tokens/s for the starter model on 2 cores), so a full 512-token batch can outlast
-        # the cancel grace and get the runner killed; a fixed slice keeps results reproducible.
-        self.prefill_slice = min(llm.n_batch, prefill_slice or llm.n_batch)
         self._lib = llama_cpp
         self._vocab = llm._model.vocab
         self._n_vocab = llm.n_vocab()
@@ -104,31 +101,6 @@ class Decoder:
                 f"'logit_bias' names token id {bad[0]}, but this model's token ids run from 0 to {self._n_vocab - 1}.",
                 provider=PROVIDER,
             )
-
-    # Prompt ------------------------------------------------------------------------------
-    def prefill(self, tokens: list[int], ctx: JobContext, *, reuse: bool = True) -> int:
-        """Evaluate the prompt, reusing the KV cache for the prefix shared with the last request.
-
-        Returns how many prompt tokens came from the cache. At least the last
-        prompt token is always evaluated again, because sampling needs its logits.
-        `reuse=False` evaluates the whole prompt: logits computed one token at a
-        time differ in the last bits from logits computed in a batch, which is
-        enough to change a sampled token, so a seeded request must not depend
-        on what the cache holds. The prompt is evaluated a slice at a time with
-        `ctx.check()` in between, so a long prompt can be cancelled too.
-        """
-        llm = self.llm
-        cached = _common_prefix(llm.input_ids[: llm.n_tokens].tolist(), tokens) if reuse else 0
-        cached = min(cached, len(tokens) - 1)
-        if cached > 0 and llm._ctx.kv_cache_seq_rm(-1, cached, -1):
-            llm.n_tokens = cached
-        else:
-            llm.reset()  # recurrent models cannot cut their state: start over
-            cached = 0
-        for start in range(cached, len(tokens), self.prefill_slice):
-            ctx.check()
-            llm.eval(tokens[start : start + self.prefill_slice])
-        return cached
 
     # Sampling ----------------------------------------------------------------------------
     def sampler(self, sampling: Sampling, grammar: Grammar | None) -> Any:
@@ -200,9 +172,10 @@ class Decoder:
         return chains[0], chains[1]
 
     # Generation --------------------------------------------------------------------------
-    def generate(
+    def generation(
         self,
         tokens: list[int],
+        cached: int,
         *,
         sampling: Sampling,
         grammar: Grammar | None,
@@ -210,18 +183,44 @@ class Decoder:
         stream: TextStream,
         ctx: JobContext,
         on_text: Callable[[str], None] | None = None,
-    ) -> Outcome:
-        """Prefill, then sample up to `max_tokens` tokens; `ctx.check()` runs before every token.
+    ) -> Generator[list[int], int, Outcome]:
+        """One sequence's generation, as a coroutine driven by `models.engines.llama.batch`.
 
-        Output constrained to JSON (a grammar that is not lazy) is closed in
-        time if `max_tokens` would cut it (`json_budget`).
+        It yields the tokens to add to its sequence (first the prompt after the
+        `cached` prefix its slot already holds, then one sampled token at a
+        time) and is sent back the batch index of the last one's logits, so
+        several sequences share each `llama_decode`. `ctx.check()` runs before
+        every token. Output constrained to JSON (a grammar that is not lazy) is
+        closed in time if `max_tokens` would cut it (`json_budget`).
         """
         started = time.perf_counter()
-        cached = self.prefill(tokens, ctx, reuse=sampling.seed is None)
+        index = yield tokens[cached:]
         budget = JsonBudget(max_tokens, grammar.reserve) if grammar is not None and not grammar.lazy else None
         run = _Run(self.sampler(sampling, grammar))
         try:
-            self._loop(run, grammar, max_tokens, stream, ctx, on_text, budget)
+            while len(run.generated) < max_tokens:
+                if budget is not None and budget.due(len(run.generated)):
+                    run.closing = self._closing_chains(grammar, run.generated)
+                token = self._sample(run, budget, index)
+                run.last_at = time.perf_counter()
+                run.first_at = run.first_at or run.last_at
+                if self.is_end(token):
+                    run.finish = "stop"
+                    break
+                run.generated.append(token)
+                piece = self.piece(token)
+                if budget is not None:
+                    budget.feed(piece)
+                text = stream.feed(piece)
+                if text and on_text is not None:
+                    on_text(text)
+                if stream.stopped:
+                    run.finish = "stop"
+                    break
+                if len(run.generated) >= max_tokens:
+                    break
+                ctx.check()
+                index = yield [token]
         finally:
             for chain in (run.chain, *run.closing):
                 chain.close()
@@ -242,47 +241,13 @@ class Decoder:
             captured=stream.captured,
         )
 
-    def _loop(
-        self,
-        run: _Run,
-        grammar: Grammar | None,
-        max_tokens: int,
-        stream: TextStream,
-        ctx: JobContext,
-        on_text: Callable[[str], None] | None,
-        budget: JsonBudget | None,
-    ) -> None:
-        llm = self.llm
-        while len(run.generated) < max_tokens:
-            if budget is not None and budget.due(len(run.generated)):
-                run.closing = self._closing_chains(grammar, run.generated)
-            token = self._sample(run, budget)
-            run.last_at = time.perf_counter()
-            run.first_at = run.first_at or run.last_at
-            if self.is_end(token):
-                run.finish = "stop"
-                return
-            run.generated.append(token)
-            piece = self.piece(token)
-            if budget is not None:
-                budget.feed(piece)
-            text = stream.feed(piece)
-            if text and on_text is not None:
-                on_text(text)
-            if stream.stopped:
-                run.finish = "stop"
-                return
-            if len(run.generated) >= max_tokens:
-                return
-            ctx.check()
-            llm.eval([token])
-
-    def _sample(self, run: _Run, budget: JsonBudget | None) -> int:
+    def _sample(self, run: _Run, budget: JsonBudget | None, index: int) -> int:
+        ctx = self.llm._ctx
         if not run.closing or budget is None:
-            return int(run.chain.sample(self.llm._ctx, -1))
+            return int(run.chain.sample(ctx, index))
         inside, outside = run.closing
         chosen, other = (inside, outside) if budget.in_string else (outside, inside)
-        token = int(chosen.sample(self.llm._ctx, -1))
+        token = int(chosen.sample(ctx, index))
         other.accept(token)  # keep the other chain's grammar in step
         return token
 
@@ -297,15 +262,6 @@ class _Run:
     finish: str = "length"
     first_at: float | None = None
     last_at: float | None = None
-
-
-def _common_prefix(a: list[int], b: list[int]) -> int:
-    n = 0
-    for x, y in zip(a, b, strict=False):
-        if x != y:
-            break
-        n += 1
-    return n
 
 
 def _seed_value(seed: int | None) -> int:

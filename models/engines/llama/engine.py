@@ -22,11 +22,13 @@ from __future__ import annotations
 import logging
 import os
 import time
+from collections.abc import Callable, Generator
 from pathlib import Path
 from typing import Any
 
 from models.core.errors import EngineUnavailable, Malformed, Overflow
 from models.engines.base import JobContext
+from models.engines.llama.batch import BATCH_TOKENS, Batcher, Done, Exclusive, Sequence
 from models.engines.llama.chat_format import CHATML_TEMPLATE, TOOL_OPEN, ChatTemplate, Grammar, parse_tool_calls, plan_chat
 from models.engines.llama.decode import Decoder, Outcome, Sampling
 from models.engines.llama.text_stream import TextStream
@@ -35,8 +37,12 @@ from models.store.gguf import GgufError, GgufHeader, read_gguf
 
 log = logging.getLogger("aistack.llama")
 PROVIDER = "llama.cpp"
-# Prompt tokens read between two cancel checks on the CPU (on a GPU, a whole batch takes milliseconds).
+# Prompt tokens one step reads on the CPU, between two tokens of the running streams and two cancel
+# checks (on a GPU, a whole batch takes milliseconds). A CPU reads a prompt at a few hundred tokens/s
+# for the starter model on 2 cores, so a full 512-token batch would stall the streams and could
+# outlast the cancel grace; a fixed slice also keeps results reproducible.
 CPU_PREFILL_SLICE = 128
+SCRATCH_CONTEXT = 256  # the context `Llama` makes before it is replaced by the multi-sequence one
 
 
 class LlamaEngine:
@@ -50,16 +56,22 @@ class LlamaEngine:
         self.stream_interval = float(settings.get("llm_stream_interval_ms") or 0) / 1000
         self._info: dict[str, Any] = {}
         self.gpu_lost = False  # a CUDA error mid-job: the runner exits after it
-        # models.hardware.device_choice picked the build (LLAMA_CPP_LIB_PATH) and how many layers fit in free VRAM.
+        # models.hardware.device_choice picked the build (LLAMA_CPP_LIB_PATH), how many layers fit in free
+        # VRAM and how many sequences (slots) the context holds.
         layers = spec.get("gpu_layers")
         self.gpu_layers = int(layers) if isinstance(layers, int) and layers != 0 else -1
         self.device_detail, self.device_reason = spec.get("device_detail"), spec.get("device_reason")
+        self.wanted_slots = max(1, int(spec.get("slots") or 1))
+        self.slots = self.wanted_slots
         self.llm = self._load(path, str(spec.get("device") or "auto"))
         self.template = _chat_template(self.llm, options)
         on_gpu = self._info.get("device") == "cuda"
-        self.decoder = Decoder(self.llm, prefill_slice=None if on_gpu else CPU_PREFILL_SLICE)
+        self.decoder = Decoder(self.llm)
+        self.batcher = Batcher(self.llm, slots=self.slots, n_ctx=self.n_ctx,
+                               prefill_slice=BATCH_TOKENS if on_gpu else CPU_PREFILL_SLICE)
         self._info.update(
             context=self.n_ctx,
+            slots=self.slots,
             threads=self.threads,
             chat_template=self.template.source,
             embedding_size=self.llm.n_embd(),
@@ -92,105 +104,195 @@ class LlamaEngine:
     def _open(self, path: Path, *, gpu_layers: int) -> Any:
         from llama_cpp import Llama
 
+        # `Llama` makes a one-sequence context; it is swapped for one with a sequence per slot below.
         llm = Llama(
             str(path),
-            n_ctx=self.n_ctx,
+            n_ctx=SCRATCH_CONTEXT,
+            n_batch=SCRATCH_CONTEXT,
             n_gpu_layers=gpu_layers,
             n_threads=self.threads,
             n_threads_batch=self.threads,
             verbose=False,
         )
-        # Warm up: CUDA kernels and CPU buffers are set up on the first decode, so failures surface here.
-        llm.eval([llm.token_bos() if llm.token_bos() >= 0 else 0])
-        llm.reset()
+        try:
+            self._give_slots(llm)
+        except BaseException:
+            llm.close()
+            raise
         return llm
+
+    def _give_slots(self, llm: Any) -> None:
+        """Replace the context with one of `self.slots` sequences of `n_ctx` tokens each; fewer if they do not fit.
+
+        Each sequence has its own part of the KV cache, so the cache is `slots` times one
+        sequence's. When the memory is not there (llama.cpp cannot allocate the cache),
+        the slots halve, with a log line, rather than the load failing.
+        """
+        import llama_cpp
+        from llama_cpp._internals import LlamaContext
+
+        params = llm.context_params
+        params.n_batch = params.n_ubatch = BATCH_TOKENS
+        params.kv_unified = False
+        slots = self.wanted_slots
+        while True:
+            params.n_ctx, params.n_seq_max = self.n_ctx * slots, slots
+            try:
+                context = LlamaContext(model=llm._model, params=params, verbose=False)
+                break
+            except ValueError:  # "Failed to create llama_context": the cache did not fit
+                if slots == 1:
+                    raise
+                log.warning("%s: %d sequences of %d tokens do not fit in memory; trying %d",
+                            self.model_id, slots, self.n_ctx, slots // 2)
+                slots //= 2
+        if slots < self.wanted_slots:
+            self._info["slots_reason"] = f"{self.wanted_slots} sequences did not fit in memory; {slots} do."
+        llm._ctx.close()
+        llm._ctx = context
+        self.slots = slots
+        # Warm up: CUDA kernels and CPU buffers are set up on the first decode, so failures surface here.
+        batch = llama_cpp.llama_batch_get_one((llama_cpp.llama_token * 1)(max(llm.token_bos(), 0)), 1)
+        if llama_cpp.llama_decode(context.ctx, batch) != 0:
+            raise RuntimeError("llama.cpp could not decode its first token")
+        context.kv_cache_clear()
 
     def info(self) -> dict[str, Any]:
         return dict(self._info)
 
     def close(self) -> None:
+        self.batcher.close()
         self.llm.close()
 
     # Jobs ------------------------------------------------------------------------------
-    def run(self, job: ChatJob | CompletionJob | EmbeddingJob, ctx: JobContext) -> dict[str, Any]:
+    @property
+    def busy(self) -> bool:
+        """A job is running or waiting for a slot: call `step()` again."""
+        return self.batcher.busy
+
+    def submit(self, job: ChatJob | CompletionJob | EmbeddingJob, ctx: JobContext, done: Done) -> None:
+        """Queue a job; `step()` runs it beside the others and calls `done(result, error)` when it ends.
+
+        The input is checked here: a job that cannot run gets `done(None, error)` at once.
+        """
         try:
-            return self._run(job, ctx)
+            self.batcher.submit(self._work(job, ctx, done))
+        except BaseException as exc:  # noqa: BLE001 - the job's own failure, reported to it alone
+            done(None, exc)
+
+    def step(self) -> None:
+        """One decode step of every running sequence (continuous batching, `batch.Batcher`)."""
+        try:
+            self.batcher.step()
         except (RuntimeError, OSError) as exc:
             from models.hardware.device_choice import gpu_lost_error, is_cuda_failure
 
-            if self._info.get("device") != "cuda" or not is_cuda_failure(exc):
-                raise
-            self.gpu_lost = True
-            raise gpu_lost_error(PROVIDER, exc) from exc
+            error: BaseException = exc
+            if self._info.get("device") == "cuda" and is_cuda_failure(exc):
+                self.gpu_lost = True
+                error = gpu_lost_error(PROVIDER, exc)
+            log.error("a llama.cpp decode step failed: %s", exc)
+            self.batcher.fail_running(error)
+            for slot in self.batcher.slots:
+                self.batcher.forget(slot.id)
 
-    def _run(self, job: ChatJob | CompletionJob | EmbeddingJob, ctx: JobContext) -> dict[str, Any]:
+    def run(self, job: ChatJob | CompletionJob | EmbeddingJob, ctx: JobContext) -> Any:
+        """One job to the end (the `Engine` protocol); the runner uses `submit` and `step`."""
+        outcome: list[tuple[Any, BaseException | None]] = []
+        self.submit(job, ctx, lambda result, error: outcome.append((result, error)))
+        while not outcome:
+            self.step()
+        result, error = outcome[0]
+        if error is not None:
+            raise error
+        return result
+
+    def _work(self, job: ChatJob | CompletionJob | EmbeddingJob, ctx: JobContext, done: Done) -> Sequence | Exclusive:
         if job["task"] == "chat":
-            return self._chat(job, ctx)
+            return self._chat(job, ctx, done)
         if job["task"] == "completion":
-            return self._completion(job, ctx)
+            return self._completion(job, ctx, done)
         if job["task"] == "embeddings":
-            return self._embeddings(job, ctx)
+            return self._embeddings(job, ctx, done)
         raise Malformed(f"The llama.cpp engine cannot run a '{job.get('task')}' job.", provider=PROVIDER)
 
-    def _chat(self, job: ChatJob, ctx: JobContext) -> dict[str, Any]:
+    def _chat(self, job: ChatJob, ctx: JobContext, done: Done) -> Sequence:
         plan = plan_chat(self.template, job)
         # Templates write their own BOS (`{{ bos_token }}`) where the model wants one.
         tokens = self.llm.tokenize(plan.prompt.encode("utf-8"), add_bos=False, special=True)
-        capture = TOOL_OPEN if plan.tool_mode == "auto" else None
-        outcome = self._generate(tokens, job, ctx, grammar=plan.grammar, capture=capture, quiet=plan.tool_mode == "forced")
-        result = _usage(outcome)
-        if plan.tool_mode != "none" and (outcome.captured or plan.tool_mode == "forced"):
-            content, calls = parse_tool_calls(outcome.text, plan.tool_names)
-            if calls:
-                # A call closed early because max_tokens ran out is valid JSON but may be cut short: say so.
-                finish = "length" if outcome.finish_reason == "length" else "tool_calls"
-                return {**result, "content": content, "tool_calls": calls, "finish_reason": finish}
-            # An unfinished call (cut by max_tokens): show the raw text rather than nothing.
-            # `unsent` is the part a stream has not shown yet.
-            cut = 0 if plan.tool_mode == "forced" else max(outcome.text.find(TOOL_OPEN), 0)
-            return {**result, "content": outcome.text, "tool_calls": [], "unsent": outcome.text[cut:]}
-        return {**result, "content": outcome.text, "tool_calls": []}
 
-    def _completion(self, job: CompletionJob, ctx: JobContext) -> dict[str, Any]:
+        def answer(outcome: Outcome) -> dict[str, Any]:
+            result = _usage(outcome)
+            if plan.tool_mode != "none" and (outcome.captured or plan.tool_mode == "forced"):
+                content, calls = parse_tool_calls(outcome.text, plan.tool_names)
+                if calls:
+                    # A call closed early because max_tokens ran out is valid JSON but may be cut short: say so.
+                    finish = "length" if outcome.finish_reason == "length" else "tool_calls"
+                    return {**result, "content": content, "tool_calls": calls, "finish_reason": finish}
+                # An unfinished call (cut by max_tokens): show the raw text rather than nothing.
+                # `unsent` is the part a stream has not shown yet.
+                cut = 0 if plan.tool_mode == "forced" else max(outcome.text.find(TOOL_OPEN), 0)
+                return {**result, "content": outcome.text, "tool_calls": [], "unsent": outcome.text[cut:]}
+            return {**result, "content": outcome.text, "tool_calls": []}
+
+        return self._sequence(tokens, job, ctx, done, answer, grammar=plan.grammar,
+                              capture=TOOL_OPEN if plan.tool_mode == "auto" else None, quiet=plan.tool_mode == "forced")
+
+    def _completion(self, job: CompletionJob, ctx: JobContext, done: Done) -> Sequence:
         tokens = self.llm.tokenize(str(job.get("prompt", "")).encode("utf-8"), add_bos=True, special=True)
         if not tokens:
             raise Malformed("'prompt' is empty. Send the text to continue.", provider=PROVIDER)
-        outcome = self._generate(tokens, job, ctx, grammar=None, capture=None, quiet=False)
-        return {**_usage(outcome), "text": outcome.text}
+        return self._sequence(tokens, job, ctx, done, lambda outcome: {**_usage(outcome), "text": outcome.text},
+                              grammar=None, capture=None, quiet=False)
 
-    def _embeddings(self, job: EmbeddingJob, ctx: JobContext) -> dict[str, Any]:
+    def _embeddings(self, job: EmbeddingJob, ctx: JobContext, done: Done) -> Exclusive:
         from models.engines.llama.embed import embed
 
-        vectors, tokens = embed(self.llm, list(job.get("inputs") or []), ctx)
-        return {"vectors": vectors, "prompt_tokens": tokens, "dimensions": self.llm.n_embd()}
+        def run(seq_id: int) -> dict[str, Any]:
+            vectors, tokens = embed(self.llm, list(job.get("inputs") or []), ctx, seq_id=seq_id, n_ctx=self.n_ctx)
+            return {"vectors": vectors, "prompt_tokens": tokens, "dimensions": self.llm.n_embd()}
 
-    def _generate(
+        return Exclusive(run, ctx, done)
+
+    def _sequence(
         self,
         tokens: list[int],
         job: ChatJob | CompletionJob,
         ctx: JobContext,
+        done: Done,
+        answer: Callable[[Outcome], dict[str, Any]],
         *,
         grammar: Grammar | None,
         capture: str | None,
         quiet: bool,
-    ) -> Outcome:
+    ) -> Sequence:
+        """A generation job, checked (bias, room in the context) and accepted, ready for a slot."""
         sampling = Sampling.from_job(job.get("sampling") or {})
         self.decoder.check_bias(sampling.logit_bias)
         max_tokens = self._budget(len(tokens), job.get("max_tokens"))
         streaming = bool(job.get("stream"))
         ctx.accept(prompt_tokens=len(tokens))
         sender = _DeltaSender(ctx, self.stream_interval)
-        outcome = self.decoder.generate(
-            tokens,
-            sampling=sampling,
-            grammar=grammar,
-            max_tokens=max_tokens,
-            stream=TextStream(list(job.get("stop") or []), capture=capture),
-            ctx=ctx,
-            on_text=sender.add if streaming and not quiet else None,
-        )
-        sender.flush()
-        return outcome
+
+        def start(cached: int) -> Generator[list[int], int, Outcome]:
+            return self.decoder.generation(
+                tokens,
+                cached,
+                sampling=sampling,
+                grammar=grammar,
+                max_tokens=max_tokens,
+                stream=TextStream(list(job.get("stop") or []), capture=capture),
+                ctx=ctx,
+                on_text=sender.add if streaming and not quiet else None,
+            )
+
+        def finish(outcome: Outcome) -> dict[str, Any]:
+            sender.flush()
+            return answer(outcome)
+
+        # A seeded request reads its whole prompt afresh: logits of a prompt partly read from a cache
+        # differ in the last bits from one read at once, which is enough to change a sampled token.
+        return Sequence(tokens, sampling.seed is None, start, finish, ctx, done)
 
     def _budget(self, prompt_tokens: int, max_tokens: int | None) -> int:
         """Tokens the answer may have: what was asked, clipped to the room left in the context."""
