@@ -15,7 +15,7 @@ from typing import Any, Protocol
 from models.runtime.manager import Manager
 
 ROW_KEYS = (
-    "state", "loaded", "pinned", "busy", "queued", "device", "device_detail", "runner_pid", "memory_bytes",
+    "state", "loaded", "pinned", "busy", "queued", "slots", "device", "device_detail", "runner_pid", "memory_bytes",
     "expires_in_sec", "error", "download", "info",
 )
 

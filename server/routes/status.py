@@ -25,7 +25,7 @@ from server.version import VERSION
 
 router = APIRouter(prefix="/admin/api", tags=["admin"], responses=ERROR_RESPONSES)
 
-_STATUS_KEYS = ("state", "loaded", "pinned", "busy", "queued", "device", "device_detail", "device_reason", "runner_pid",
+_STATUS_KEYS = ("state", "loaded", "pinned", "busy", "queued", "slots", "device", "device_detail", "device_reason", "runner_pid",
                 "memory_bytes", "expires_in_sec", "error", "download")
 
 

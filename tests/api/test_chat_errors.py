@@ -6,7 +6,6 @@ never a 500, a hang or a crash.
 
 from __future__ import annotations
 
-import concurrent.futures
 import json
 import os
 import signal
@@ -194,23 +193,6 @@ def test_disconnect_while_reading_a_long_prompt(http):
     assert http.post("/v1/chat/completions", json=ok()).status_code == 200
     assert _runner_pid(http) == pid
 
-
-def test_second_request_while_busy_waits_its_turn(http, server, eos):
-    """The model answers one request at a time; the next waits in the queue (the busy 503 is for a full queue:
-    tests/runtime/test_busy_and_eviction.py)."""
-    body = {**_endless(eos), "max_tokens": 120}
-    waiter = f"chat-wait-{uuid.uuid4().hex[:8]}"
-    with http.stream("POST", "/v1/chat/completions", json=body) as stream:
-        lines = stream.iter_lines()  # kept: dropping a half-read iterator closes the connection
-        next(line for line in lines if line.startswith("data: "))
-        with concurrent.futures.ThreadPoolExecutor(1) as pool:
-            second = pool.submit(httpx.post, str(http.base_url) + "/v1/chat/completions", json=ok(),
-                                 headers={"X-Request-ID": waiter}, timeout=120)
-            rest = [line for line in lines if line.startswith("data: ")]
-            answer = second.result(120)
-    assert rest[-1] == "data: [DONE]", "the first stream goes on to its end"
-    assert answer.status_code == 200
-    assert float(server.access_record(waiter)["slot_wait_ms"]) > 50
 
 
 def test_engine_crash_mid_stream_is_an_error_event(http, openai_client, eos):
