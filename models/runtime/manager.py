@@ -22,6 +22,7 @@ import importlib.util
 import logging
 import math
 import time
+from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
@@ -55,7 +56,7 @@ class _Record:
     pinned: bool = False  # loaded by the user: stays until the user unloads it
     slot: ModelSlots = field(init=False)  # the job slots and the requests waiting for them
     last_used: float = 0.0
-    job_sec: float | None = None  # how long a job holds a slot, on average (for an honest Retry-After)
+    job_secs: deque[float] = field(default_factory=lambda: deque(maxlen=8))  # the last jobs' times (Retry-After)
     expires_at: float | None = None
     error: str | None = None
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
@@ -376,15 +377,16 @@ class Manager:
     def _retry_after(self, record: _Record) -> int:
         """Seconds until a request joining the queue now would run: the jobs ahead over the slots, at the
         model's measured time per job (the configured Retry-After until a job has been timed)."""
-        if record.job_sec is None:
+        if not record.job_secs:
             return self.settings.busy_retry_after_sec
+        per_job = sum(record.job_secs) / len(record.job_secs)
         ahead = record.slot.queued + 1
-        return max(1, min(3600, math.ceil(record.job_sec * ahead / record.slot.capacity)))
+        return max(1, min(3600, math.ceil(per_job * ahead / record.slot.capacity)))
 
     def _release(self, record: _Record, keep_alive: float | None, held_sec: float = 0.0) -> None:
         record.last_used = time.monotonic()
         if held_sec > 0:
-            record.job_sec = held_sec if record.job_sec is None else 0.8 * record.job_sec + 0.2 * held_sec
+            record.job_secs.append(held_sec)
         if record.slot.queued:
             record.slot.release()  # straight to the next request; a dead runner is restarted by it
             return

@@ -127,11 +127,15 @@ def test_embeddings_of_token_ids_match_the_text(http, vocab):
 
 
 def test_chat_after_embeddings_is_unchanged(openai_client):
+    """Embeddings run in a sequence of their own: the chat's cached prompt survives them, and so does its answer."""
     messages = [{"role": "user", "content": "Name three colours."}]
+    openai_client.chat.completions.create(model=MODEL, messages=messages, max_tokens=16, temperature=0)
     before = openai_client.chat.completions.create(model=MODEL, messages=messages, max_tokens=16, temperature=0)
     openai_client.embeddings.create(model=MODEL, input="something to embed")
     after = openai_client.chat.completions.create(model=MODEL, messages=messages, max_tokens=16, temperature=0)
     assert after.choices[0].message.content == before.choices[0].message.content
+    cached = after.usage.prompt_tokens_details.cached_tokens
+    assert cached == after.usage.prompt_tokens - 1, "the embeddings cleared the chat's cached prompt"
 
 
 @pytest.mark.parametrize(

@@ -45,7 +45,8 @@ def short(request_id: str, url: str) -> httpx.Response:
 
 @pytest.fixture(scope="module")
 def queue_server(starter_data_dir: Path) -> Iterator[ServerProcess]:
-    server = ServerProcess(starter_data_dir, {"AISTACK_QUEUE_MAX": "1", "AISTACK_QUEUE_WAIT_SEC": "120"})
+    server = ServerProcess(starter_data_dir, {"AISTACK_QUEUE_MAX": "1", "AISTACK_QUEUE_WAIT_SEC": "120",
+                                              "AISTACK_LLM_PARALLEL": "1"})
     yield server
     server.stop()
 
@@ -71,14 +72,15 @@ def test_a_request_for_a_busy_model_waits_its_turn_and_a_full_queue_is_busy(queu
     assert answer.status_code == 200 and answer.json()["choices"][0]["message"]["content"]
     assert answered_at >= finished_at - 0.05
     assert float(queue_server.access_record(waiter)["slot_wait_ms"]) > 0
-    assert full.status_code == 503 and full.headers["retry-after"] == "5"
+    assert full.status_code == 503
     error = full.json()["error"]
+    assert f"Retry in about {full.headers['retry-after']} s" in error["message"]
     assert error["kind"] == "network" and "AISTACK_QUEUE_MAX" in error["message"], error
     assert queue_server.access_record(refused)["status"] == 503
 
 
 def test_a_wait_past_the_limit_is_busy_naming_it(starter_data_dir: Path, eos: int) -> None:
-    server = ServerProcess(starter_data_dir, {"AISTACK_QUEUE_WAIT_SEC": "1"})
+    server = ServerProcess(starter_data_dir, {"AISTACK_QUEUE_WAIT_SEC": "1", "AISTACK_LLM_PARALLEL": "1"})
     try:
         assert short("warm", server.url).status_code == 200
         with httpx.Client(base_url=server.url, timeout=120) as client:
@@ -88,7 +90,7 @@ def test_a_wait_past_the_limit_is_busy_naming_it(starter_data_dir: Path, eos: in
                 started = time.monotonic()
                 busy = short("waited-too-long", server.url)
                 waited = time.monotonic() - started
-        assert busy.status_code == 503 and busy.headers["retry-after"] == "5"
+        assert busy.status_code == 503 and int(busy.headers["retry-after"]) >= 1
         assert "AISTACK_QUEUE_WAIT_SEC" in busy.json()["error"]["message"]
         assert 1.0 <= waited < 10, waited
     finally:

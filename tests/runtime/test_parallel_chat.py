@@ -154,7 +154,8 @@ def test_a_json_schema_request_and_free_text_run_side_by_side(http: httpx.Client
 
 def test_a_long_prompt_does_not_stall_a_running_stream_for_more_than_a_slice(http: httpx.Client, eos: int) -> None:
     """While a 2,400-token prompt is read, the running stream keeps getting tokens: no gap in it comes near the
-    time the whole prompt takes (it is read 128 tokens per step, between the stream's tokens)."""
+    time the whole prompt takes (it is read 128 tokens per step, between the stream's tokens; a 512-token
+    slice would already stall it for a fifth of that)."""
     running = Stream(http, _endless(eos, "Write a long story about a dragon.", 400))
     running.start()
     running.wait_tokens(10)
@@ -168,7 +169,7 @@ def test_a_long_prompt_does_not_stall_a_running_stream_for_more_than_a_slice(htt
     running.join(180)
     assert reading > 2, f"the prompt took only {reading:.1f} s: too short to show a stall"
     assert len(during) >= 5, f"the stream gave {len(during)} chunks in the {reading:.1f} s the prompt took"
-    assert max(gaps) < reading / 4, f"the stream stalled {max(gaps):.2f} s of the prompt's {reading:.1f} s"
+    assert max(gaps) < reading / 8, f"the stream stalled {max(gaps):.2f} s of the prompt's {reading:.1f} s"
 
 
 def test_the_same_seed_gives_the_same_answer_alone_and_beside_another_stream(http: httpx.Client, eos: int) -> None:

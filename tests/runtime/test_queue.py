@@ -54,9 +54,10 @@ def access_record(server: InProcessServer, request_id: str) -> dict[str, object]
 
 def busy_envelope(response: httpx.Response, limit: str) -> str:
     assert response.status_code == 503, response.text
-    assert response.headers["Retry-After"] == "5"
+    retry_after = response.headers["Retry-After"]
     error = response.json()["error"]
     assert error["kind"] == "network" and limit in error["message"], error
+    assert int(retry_after) >= 1 and f"Retry in about {retry_after} s" in error["message"], error
     return str(error["message"])
 
 
@@ -109,6 +110,22 @@ def test_a_full_queue_answers_busy_naming_the_limit(make_server) -> None:  # typ
         message = busy_envelope(run(server, "alpha"), "AISTACK_QUEUE_MAX=2")
         assert "2 requests are already waiting" in message
         assert all(f.result().status_code == 200 for f in [slow, *queued])
+
+
+def test_retry_after_comes_from_the_measured_time_per_job_and_the_queue(make_server) -> None:  # type: ignore[no-untyped-def]
+    """Jobs of about 1.5 s, one waiting: the next one would wait for two of them, so Retry-After says 3 s or
+    more (a fixed value would say 5 whatever the model's speed)."""
+    server = make_server(queue_max=1, busy_retry_after_sec=30)
+    assert run(server, "alpha", steps=15, delay=0.1).status_code == 200  # measured: about 1.5 s a job
+    with concurrent.futures.ThreadPoolExecutor(2) as pool:
+        slow = pool.submit(run, server, "alpha", steps=15, delay=0.1)
+        assert wait_until(lambda: server.status("alpha")["busy"], 5)
+        queued = pool.submit(run, server, "alpha")
+        assert wait_until(lambda: server.status("alpha")["queued"] == 1, 5)
+        refused = run(server, "alpha")
+        busy_envelope(refused, "AISTACK_QUEUE_MAX=1")
+        assert 3 <= int(refused.headers["Retry-After"]) <= 5, refused.headers["Retry-After"]
+        assert slow.result().status_code == 200 and queued.result().status_code == 200
 
 
 def test_a_long_wait_answers_busy_naming_the_limit(make_server) -> None:  # type: ignore[no-untyped-def]

@@ -35,7 +35,7 @@ from models.core.errors import Cancelled
 from models.engines.base import JobContext
 
 log = logging.getLogger("aistack.llama")
-BATCH_TOKENS = 512  # the context's n_batch and n_ubatch: the most tokens one step decodes
+BATCH_TOKENS = 512  # the most prompt tokens one step reads (the context's n_ubatch); a step adds one per slot
 
 Done = Callable[[Any, BaseException | None], None]  # (result, None) or (None, error)
 
@@ -85,7 +85,7 @@ class Batcher:
         self.prefill_slice = min(prefill_slice, BATCH_TOKENS)
         self.slots = [Slot(i) for i in range(slots)]
         self.waiting: deque[Sequence | Exclusive] = deque()
-        self._batch = llama_cpp.llama_batch_init(max(BATCH_TOKENS, slots), 0, 1)
+        self._batch = llama_cpp.llama_batch_init(step_tokens(slots), 0, 1)
         self._memory = llama_cpp.llama_get_memory(llm.ctx)
 
     def close(self) -> None:
@@ -250,6 +250,11 @@ class Batcher:
         finally:
             self.forget(slot.id)
             slot.used_at = time.monotonic()
+
+
+def step_tokens(slots: int) -> int:
+    """The most tokens one step decodes (the context's n_batch): a prompt slice and every slot's next token."""
+    return BATCH_TOKENS + slots
 
 
 def common_prefix(a: list[int], b: list[int]) -> int:

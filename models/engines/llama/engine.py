@@ -28,7 +28,7 @@ from typing import Any
 
 from models.core.errors import EngineUnavailable, Malformed, Overflow
 from models.engines.base import JobContext
-from models.engines.llama.batch import BATCH_TOKENS, Batcher, Done, Exclusive, Sequence
+from models.engines.llama.batch import BATCH_TOKENS, Batcher, Done, Exclusive, Sequence, step_tokens
 from models.engines.llama.chat_format import CHATML_TEMPLATE, TOOL_OPEN, ChatTemplate, Grammar, parse_tool_calls, plan_chat
 from models.engines.llama.decode import Decoder, Outcome, Sampling
 from models.engines.llama.text_stream import TextStream
@@ -132,11 +132,11 @@ class LlamaEngine:
         from llama_cpp._internals import LlamaContext
 
         params = llm.context_params
-        params.n_batch = params.n_ubatch = BATCH_TOKENS
+        params.n_ubatch = BATCH_TOKENS
         params.kv_unified = False
         slots = self.wanted_slots
         while True:
-            params.n_ctx, params.n_seq_max = self.n_ctx * slots, slots
+            params.n_ctx, params.n_seq_max, params.n_batch = self.n_ctx * slots, slots, step_tokens(slots)
             try:
                 context = LlamaContext(model=llm._model, params=params, verbose=False)
                 break
