@@ -153,23 +153,20 @@ def test_a_json_schema_request_and_free_text_run_side_by_side(http: httpx.Client
 
 
 def test_a_long_prompt_does_not_stall_a_running_stream_for_more_than_a_slice(http: httpx.Client, eos: int) -> None:
-    """While a 2,400-token prompt is read, the running stream keeps getting tokens: no gap in it comes near the
-    time the whole prompt takes (it is read 128 tokens per step, between the stream's tokens; a 512-token
-    slice would already stall it for a fifth of that)."""
+    """While a 2,400-token prompt is read (19 slices of 128 tokens), the running stream gets a token after every
+    slice. Counted in tokens, not seconds, so a loaded machine cannot blur it: reading the prompt in 512-token
+    slices gives the stream about 5 tokens meanwhile, reading it whole gives it 1."""
     running = Stream(http, _endless(eos, "Write a long story about a dragon.", 400))
     running.start()
     running.wait_tokens(10)
     long_prompt = Stream(http, _endless(eos, "word " * 2400 + "\nSay hi.", 3))
     long_prompt.start()
-    long_prompt.join(120)
+    long_prompt.join(180)
     assert long_prompt.status == 200 and long_prompt.times, "the long prompt got no answer"
-    reading = long_prompt.times[0] - long_prompt.started_at  # the whole prompt, read beside the stream
     during = [t for t in running.times if long_prompt.started_at <= t <= long_prompt.times[0]]
-    gaps = [b - a for a, b in zip(during, during[1:], strict=False)]
     running.join(180)
-    assert reading > 2, f"the prompt took only {reading:.1f} s: too short to show a stall"
-    assert len(during) >= 5, f"the stream gave {len(during)} chunks in the {reading:.1f} s the prompt took"
-    assert max(gaps) < reading / 8, f"the stream stalled {max(gaps):.2f} s of the prompt's {reading:.1f} s"
+    assert len(running.times) == 400 or running.done
+    assert len(during) >= 15, f"the stream got {len(during)} tokens while the 19 slices of the prompt were read"
 
 
 def test_the_same_seed_gives_the_same_answer_alone_and_beside_another_stream(http: httpx.Client, eos: int) -> None:
