@@ -63,6 +63,7 @@ NOTES: dict[str, str] = {
     "max_audio_sec": "413 `overflow` beyond (14400 s = 4 h).",
     "max_tts_chars": "413 `overflow` beyond.",
     "llm_context": "The model's own limit caps it.",
+    "llm_parallel": "How it works: [models.md](models.md#parallel-chat).",
     "voice_map": 'JSON `{"alloy": "<voice id>", ...}`; a value may add `:<speaker name or index>`, and a '
     "`default` key sets the default voice ([voices](api.md#voices-get-v1audiovoices)).",
     "obs_metrics_window_min": "`/metrics` counts since start.",
