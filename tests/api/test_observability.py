@@ -42,6 +42,7 @@ def observed(starter_data_dir: Path, tmp_path_factory: pytest.TempPathFactory) -
         "AISTACK_OBS_PAYLOAD_DIR": str(folder / "captures"),
         "AISTACK_OBS_PAYLOAD_BODY_MAX_MB": str(4096 / 2**20),  # 4 KiB: a spoken sentence is larger
         "AISTACK_QUEUE_MAX": "0",  # a second request is busy at once instead of waiting its turn
+        "AISTACK_LLM_PARALLEL": "1",  # ... with a single slot, which the first request holds
     }
     proc = ServerProcess(starter_data_dir, env)
     proc.obs_folder = folder  # type: ignore[attr-defined]
