@@ -363,19 +363,20 @@ class Runner:
         return any(job.abandoned for job in self._jobs.values())
 
     async def wait_idle(self, timeout: float) -> bool:
-        try:
-            await asyncio.wait_for(self._idle.wait(), timeout)
-        except TimeoutError:
-            return False
-        return True
+        return await _wait(self._idle, timeout)
 
     async def wait_room(self, timeout: float) -> bool:
         """Wait until fewer jobs than slots are in flight (a cancelled one may still be stopping)."""
-        try:
-            await asyncio.wait_for(self._room.wait(), timeout)
-        except TimeoutError:
-            return False
-        return True
+        return await _wait(self._room, timeout)
+
+
+async def _wait(event: asyncio.Event, timeout: float) -> bool:
+    """True once `event` is set; False if `timeout` seconds pass first."""
+    try:
+        await asyncio.wait_for(event.wait(), timeout)
+    except TimeoutError:
+        return False
+    return True
 
 
 class _Unreadable:
