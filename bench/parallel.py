@@ -462,15 +462,14 @@ def _cell(values: Iterable[float | None], scale: float = 1.0, digits: int = 0) -
     return " / ".join("-" if v is None else f"{v * scale:.{digits}f}" for v in values)
 
 
-COLUMNS = (("agg tok/s", 14), ("TTFT ms", 16), ("decode tok/s", 16), ("tokens", 12), ("answered", 11), ("refused", 10), ("failed", 9))
+COLUMNS = ("agg tok/s", "TTFT ms", "decode tok/s", "tokens", "answered", "refused", "failed")
 
 
 def table(runs: list[Run]) -> None:
     """One row per client count and system; a cell lists each round's number."""
     order = {system: i for i, system in enumerate(SYSTEMS)}
     keys = sorted({(r.clients, order.get(r.system, len(SYSTEMS)), r.system) for r in runs})
-    header = f"{'clients':>7}  {'system':<13}" + "".join(f"{name:>{width}}" for name, width in COLUMNS)
-    print("\n" + header + "\n" + "-" * len(header))
+    rows: list[tuple[int, str, list[str]]] = []
     for clients, _, system in keys:
         rs = sorted((r for r in runs if r.system == system and r.clients == clients), key=lambda r: r.round)
         cells = [
@@ -482,7 +481,12 @@ def table(runs: list[Run]) -> None:
             _cell([r.count("refused") for r in rs]),
             _cell([r.count("failed") for r in rs]),
         ]
-        print(f"{clients:>7}  {system:<13}" + "".join(f"{cell:>{width}}" for cell, (_, width) in zip(cells, COLUMNS, strict=True)))
+        rows.append((clients, system, cells))
+    widths = [max(len(name), *(len(cells[i]) for _, _, cells in rows)) + 3 for i, name in enumerate(COLUMNS)]
+    header = f"{'clients':>7}  {'system':<13}" + "".join(f"{name:>{width}}" for name, width in zip(COLUMNS, widths, strict=True))
+    print("\n" + header + "\n" + "-" * len(header))
+    for clients, system, cells in rows:
+        print(f"{clients:>7}  {system:<13}" + "".join(f"{cell:>{width}}" for cell, width in zip(cells, widths, strict=True)))
 
 
 def median_of(runs: list[Run], system: str, clients: int, metric: Callable[[Run], float | None]) -> float | None:
