@@ -161,6 +161,29 @@ def test_a_gpu_with_2_gb_free(tmp_path: Path) -> None:
     assert (roomy.gpu_layers, roomy.detail, roomy.reason) == (-1, "32/32 layers on GPU", None)
 
 
+def test_parallel_sequences_shrink_before_layers_leave_the_gpu(tmp_path: Path) -> None:
+    """4 sequences by default on a GPU; with room for 2 sequences of the 8B model (all layers), 2; the user's
+    AISTACK_LLM_PARALLEL where it fits; on the CPU one per core, 2 to 4, whatever the GPU."""
+    spec = llama_8b(tmp_path)
+    header = read_gguf(Path(spec["path"]) / "model.gguf")
+    reserve = device_choice.DEFAULT_RESERVE_BYTES
+    need = {n: vram.llama_need(header, 4096, n).full_bytes for n in (1, 2, 4, 8)}
+    assert need[1] < need[2] < need[4] < need[8]
+    roomy = choose("llama.cpp", spec, reading(free=need[4] + reserve, total=80 * GB), Caps())
+    assert (roomy.slots, roomy.gpu_layers) == (4, -1)
+    two = choose("llama.cpp", spec, reading(free=need[2] + reserve + MB, total=80 * GB), Caps())
+    assert (two.slots, two.gpu_layers, two.reason) == (2, -1, None)
+    asked = {**spec, "settings": {**spec["settings"], "llm_parallel": 8}}
+    assert choose("llama.cpp", asked, reading(free=need[8] + reserve, total=80 * GB), Caps()).slots == 8
+    capped = {**asked, "slots": 3}  # the manager's RAM check allows 3
+    assert choose("llama.cpp", capped, reading(free=need[8] + reserve, total=80 * GB), Caps()).slots == 3
+    split = choose("llama.cpp", spec, reading(free=need[1] - GB, total=80 * GB), Caps())
+    assert split.slots == 1 and 0 < (split.gpu_layers or 0) < 32
+    cpu = choose("llama.cpp", {**spec, "device": "cpu"}, reading(free=80 * GB, total=80 * GB), Caps())
+    assert cpu.device == "cpu" and cpu.slots == device_choice.default_slots("cpu")
+    assert [device_choice.default_slots("cpu", cores) for cores in (1, 2, 3, 8)] == [2, 2, 3, 4]
+
+
 def test_engine_libraries_without_cuda_say_so(tmp_path: Path) -> None:
     gpu = reading(free=8 * GB)
     whisper = choose("faster-whisper", model_folder(tmp_path, "w", 484 * MB), gpu, Caps(ct2=0))

@@ -110,3 +110,25 @@ def test_a_chat_models_estimate_counts_its_context_cache(starter_data_dir: Path)
     per_token = 2 * header.layer_count * header.embedding_length * header.head_count_kv // header.head_count * 2
     context = min(int(chat.options.get("context") or 4096), header.context_length, 4096)
     assert large - small == (context - 512) * per_token > 0
+
+
+def test_a_chat_model_short_of_memory_for_all_its_sequences_loads_with_fewer(starter_data_dir: Path) -> None:
+    """Room for the starter chat model with 2 sequences, not the 4 asked for: it loads with 2, not a 503."""
+    store = ModelStore(starter_data_dir / "models")
+    chat = next(m for m in store.installed() if m.capability == "llm")
+    room = placement.memory_need(chat, 4096, 2) + (1 << 20)
+    assert placement.memory_need(chat, 4096, 4) > room
+
+    class TwoSequences:
+        def ram_available(self) -> int:
+            return room
+
+    server = InProcessServer(starter_data_dir, memory_reserve_mb=0, llm_parallel=4)
+    server.manager.memory = TwoSequences()
+    try:
+        with server.client(120) as client:
+            body = {"model": chat.id, "messages": [{"role": "user", "content": "Hi"}], "max_tokens": 2}
+            assert client.post("/v1/chat/completions", json=body).status_code == 200
+        assert server.status(chat.id)["slots"] == {"total": 2, "busy": 0, "free": 2}
+    finally:
+        server.stop()
