@@ -42,9 +42,11 @@ Under the table come issue 28's acceptance checks: aistack's gain (aggregate at
 clients at most 2 x llama-server's + 50 ms, and at one client aistack's decode
 speed at least 0.95 x raw's (and compared with llama-server's).
 `--overload` then starts aistack once more and sends 8, then 16 clients at once
-(the default queue: `AISTACK_QUEUE_MAX` 16, no wait limit): how
-many are answered and how many refused. `--json FILE` writes every number.
-The exit status is 1 when a check fails. Timings on a shared machine are noisy.
+(the default queue: `AISTACK_QUEUE_MAX` 16, no wait limit): how many are
+answered and how many refused. `--json FILE` writes every number. The exit
+status is 1 when a check or a request fails. Ctrl-C or SIGTERM (`timeout`) stops
+the servers and still reports what was measured (exit 1). Timings on a shared
+machine are noisy.
 """
 
 from __future__ import annotations
@@ -53,6 +55,7 @@ import argparse
 import json
 import os
 import re
+import signal
 import statistics
 import subprocess
 import sys
@@ -98,6 +101,7 @@ TOPICS = [
 ]
 OVERLOAD_CLIENTS = (8, 16)
 SERVER_VERSION_RE = re.compile(r"^VERSION=(\S+)", re.MULTILINE)
+STOP = threading.Event()  # set on an interrupt: the client threads close their streams
 
 
 # Requests -----------------------------------------------------------------------------
@@ -197,8 +201,8 @@ class BanAndCount:
 
 
 def run_raw(model_file: Path, threads: int, eog: list[int], plan: list[tuple[int, list[Request]]], round_: int,
-            max_tokens: int) -> list[Run]:
-    """Each client count's requests one after another in this process (no server, no batching)."""
+            max_tokens: int, out: list[Run]) -> None:
+    """Each client count's requests one after another in this process (no server, no batching); runs go to `out`."""
     from llama_cpp import Llama, LogitsProcessorList
 
     llm = Llama(str(model_file), n_ctx=CONTEXT, n_threads=threads, n_threads_batch=threads, verbose=False)
@@ -219,14 +223,12 @@ def run_raw(model_file: Path, threads: int, eog: list[int], plan: list[tuple[int
             stream.tokens = counter.calls
             return stream
 
-        runs = []
         for clients, requests in plan:
             run = Run("raw", clients, round_)
             start = time.perf_counter()
             run.streams = [one(request, start) for request in requests]
-            runs.append(run)
+            out.append(run)
             progress(run)
-        return runs
     finally:
         llm.close()
 
@@ -244,6 +246,8 @@ def stream_once(http: httpx.Client, url: str, body: dict[str, Any], start: float
                 status = "refused" if response.status_code == 503 else "failed"
                 return Stream(status, error=f"{response.status_code}: {response.text[:300]}")
             for line in response.iter_lines():
+                if STOP.is_set():
+                    return Stream("failed", error="interrupted")
                 if not line.startswith("data: "):
                     continue
                 if line == "data: [DONE]":
@@ -281,14 +285,25 @@ def run_clients(url: str, bodies: list[dict[str, Any]]) -> list[Stream]:
         with httpx.Client(timeout=httpx.Timeout(900, connect=30)) as http:
             ready.wait()
             go.wait()
+            if STOP.is_set():
+                return Stream("failed", error="interrupted")
             return stream_once(http, url, body, clock[0])
 
-    with ThreadPoolExecutor(len(bodies)) as pool:
-        futures = [pool.submit(client, body) for body in bodies]
+    pool = ThreadPoolExecutor(len(bodies))
+    futures = [pool.submit(client, body) for body in bodies]
+    try:
         ready.wait()
         clock.append(time.perf_counter())
         go.set()
         return [future.result() for future in futures]
+    except BaseException:
+        STOP.set()  # interrupted: let waiting clients go; the rest end when the server stops
+        ready.abort()
+        clock.append(time.perf_counter())
+        go.set()
+        raise
+    finally:
+        pool.shutdown(wait=False)  # not waiting: a client still reading gives up once its server is gone
 
 
 def http_body(request: Request, max_tokens: int, eog: list[int], extra: dict[str, Any]) -> dict[str, Any]:
@@ -306,17 +321,16 @@ def http_body(request: Request, max_tokens: int, eog: list[int], extra: dict[str
 
 
 def run_server(name: str, url: str, plan: list[tuple[int, list[Request]]], round_: int, max_tokens: int,
-               eog: list[int], extra: dict[str, Any]) -> list[Run]:
+               eog: list[int], extra: dict[str, Any], out: list[Run]) -> None:
+    """Warm the server up, then each client count's requests at once; runs go to `out` as they finish."""
     with httpx.Client(timeout=600) as http:  # the first request loads the model: untimed
         warm = stream_once(http, url, http_body(Request(messages("Warm-up", 0), 0), 16, eog, extra), 0)
     if warm.status != "answered":
         raise RuntimeError(f"{name} did not answer the warm-up request: {warm.error}")
-    runs = []
     for clients, requests in plan:
         run = Run(name, clients, round_, run_clients(url, [http_body(r, max_tokens, eog, extra) for r in requests]))
-        runs.append(run)
+        out.append(run)
         progress(run)
-    return runs
 
 
 # Servers ------------------------------------------------------------------------------
@@ -411,6 +425,10 @@ def _wait_healthy(proc: subprocess.Popen[bytes], url: str, timeout: float = 120)
     return False
 
 
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
 # Model --------------------------------------------------------------------------------
 def model_file_of(data_dir: Path) -> Path:
     """The starter GGUF under the data dir, installed first if it is not there yet (as bench/llm.py finds it)."""
@@ -482,7 +500,7 @@ def table(runs: list[Run]) -> None:
             _cell([r.count("failed") for r in rs]),
         ]
         rows.append((clients, system, cells))
-    widths = [max(len(name), *(len(cells[i]) for _, _, cells in rows)) + 3 for i, name in enumerate(COLUMNS)]
+    widths = [max([len(name), *(len(cells[i]) for _, _, cells in rows)]) + 3 for i, name in enumerate(COLUMNS)]
     header = f"{'clients':>7}  {'system':<13}" + "".join(f"{name:>{width}}" for name, width in zip(COLUMNS, widths, strict=True))
     print("\n" + header + "\n" + "-" * len(header))
     for clients, system, cells in rows:
@@ -521,8 +539,10 @@ def checks(runs: list[Run]) -> list[dict[str, Any]]:
     ours = median_of(runs, "aistack", 4, lambda r: r.ttft)
     peer = median_of(runs, "llama-server", 4, lambda r: r.ttft)
     bound = None if peer is None else 2 * peer + 0.05
-    add("aistack TTFT at 4 clients <= 2 x llama-server's + 50 ms (seconds)", ours, None if ours is None or bound is None else ours <= bound,
-        None if ours is None or bound is None else f"{ours * 1000:.0f} ms vs {bound * 1000:.0f} ms")
+    both = ours is not None and bound is not None
+    add("aistack TTFT at 4 clients <= 2 x llama-server's + 50 ms (seconds)", ours if both else None,
+        ours <= bound if ours is not None and bound is not None else None,
+        f"{ours * 1000:.0f} ms vs {bound * 1000:.0f} ms" if ours is not None and bound is not None else "n/a")
     decode = {s: median_of(runs, s, 1, lambda r: r.decode) for s in SYSTEMS}
     value = ratio(decode["aistack"], decode["raw"])
     add("aistack / raw decode at 1 client (>= 0.95)", value, None if value is None else value >= 0.95)
@@ -600,26 +620,33 @@ def main() -> int:
           flush=True)
 
     runs: list[Run] = []
-    for round_ in range(args.rounds):
-        # The same prompts for every system; a new tag per round and client count.
-        plan = [(n, requests_for(f"Tale {round_ + 1}.{n}", n)) for n in counts]
-        for system in systems:
-            if system == "raw":
-                runs += run_raw(model_file, threads, eog, plan, round_, args.max_tokens)
-            elif system == "aistack":
-                with aistack(args.data_dir, args.parallel) as url:
-                    runs += run_server("aistack", url, plan, round_, args.max_tokens, eog, {})
-                    if round_ == 0:
-                        print(f"  aistack reports slots: {aistack_slots(url)}")
-            else:
-                assert binary is not None
-                with llama_server(binary, model_file, args.parallel, threads) as url:
-                    runs += run_server("llama-server", url, plan, round_, args.max_tokens, eog, {"ignore_eos": True})
     overload: list[Run] = []
-    if args.overload:
-        with aistack(args.data_dir, args.parallel) as url:
-            plan = [(n, requests_for(f"Flood {n}", n)) for n in OVERLOAD_CLIENTS]
-            overload = run_server("aistack", url, plan, 0, args.max_tokens, eog, {})
+    interrupted = False
+    signal.signal(signal.SIGTERM, _interrupt)  # `timeout` and `kill`: stop the servers, report what was measured
+    try:
+        for round_ in range(args.rounds):
+            # The same prompts for every system; a new tag per round and client count.
+            plan = [(n, requests_for(f"Tale {round_ + 1}.{n}", n)) for n in counts]
+            for system in systems:
+                if system == "raw":
+                    run_raw(model_file, threads, eog, plan, round_, args.max_tokens, runs)
+                elif system == "aistack":
+                    with aistack(args.data_dir, args.parallel) as url:
+                        run_server("aistack", url, plan, round_, args.max_tokens, eog, {}, runs)
+                        if round_ == 0:
+                            print(f"  aistack reports slots: {aistack_slots(url)}")
+                else:
+                    assert binary is not None
+                    with llama_server(binary, model_file, args.parallel, threads) as url:
+                        run_server("llama-server", url, plan, round_, args.max_tokens, eog, {"ignore_eos": True}, runs)
+        if args.overload:
+            with aistack(args.data_dir, args.parallel) as url:
+                plan = [(n, requests_for(f"Flood {n}", n)) for n in OVERLOAD_CLIENTS]
+                run_server("aistack", url, plan, 0, args.max_tokens, eog, {}, overload)
+    except KeyboardInterrupt:
+        STOP.set()
+        interrupted = True
+        print("\ninterrupted: the servers are stopped; what follows is what was measured so far", flush=True)
 
     table(runs)
     print_tokens(runs, args.max_tokens)
@@ -640,7 +667,7 @@ def main() -> int:
         }, indent=2))
         print(f"\nwrote {args.json}")
     failed = [r for r in runs + overload for s in r.streams if s.status == "failed"]
-    return 1 if failed or any(c["pass"] is False for c in results) else 0
+    return 1 if interrupted or failed or any(c["pass"] is False for c in results) else 0
 
 
 if __name__ == "__main__":
