@@ -357,7 +357,7 @@ def llama_server(binary: Path, model_file: Path, parallel: int, threads: int, co
                  gpu_layers: int) -> Iterator[str]:
     """llama.cpp's server as bench/parallel.py starts it, with -ngl (all layers on the GPU)."""
     from bench.harness import free_port
-    from bench.parallel import _wait_healthy
+    from bench.parallel import _wait_healthy, stop_process
 
     port = free_port()
     cmd = [str(binary), "-m", str(model_file), "--parallel", str(parallel), "-c", str(parallel * context), "-t", str(threads),
@@ -369,12 +369,7 @@ def llama_server(binary: Path, model_file: Path, parallel: int, threads: int, co
                 raise RuntimeError(f"llama-server did not start:\n{log_path.read_text(errors='replace')[-1500:]}")
             yield f"http://127.0.0.1:{port}"
         finally:
-            proc.terminate()
-            try:
-                proc.wait(15)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(5)
+            stop_process(proc)
 
 
 def log_lines(text: str, words: tuple[str, ...], limit: int = 40) -> list[str]:

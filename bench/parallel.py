@@ -403,12 +403,17 @@ def llama_server(binary: Path, model_file: Path, parallel: int, threads: int) ->
                 raise RuntimeError(f"llama-server did not start:\n{log.read().decode(errors='replace')[-1500:]}")
             yield url
         finally:
-            proc.terminate()
-            try:
-                proc.wait(15)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(5)
+            stop_process(proc)
+
+
+def stop_process(proc: subprocess.Popen[bytes]) -> None:
+    """Terminate a server; kill it if it is still there after 15 s."""
+    proc.terminate()
+    try:
+        proc.wait(15)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(5)
 
 
 def _wait_healthy(proc: subprocess.Popen[bytes], url: str, timeout: float = 120) -> bool:
