@@ -218,7 +218,7 @@ def _build_here(src: Path, out: Path, jobs: int) -> None:
     if links:  # the linker checks the libraries' own needs when it links llama-server
         link = "-Wl,-rpath-link," + ":".join(map(str, links))
         cmake += [f"-DCMAKE_EXE_LINKER_FLAGS={link}", f"-DCMAKE_SHARED_LINKER_FLAGS={link}"]
-    print(f"building llama.cpp for CUDA sm_90 here ({jobs} jobs; about 40 min on 2 cores)", flush=True)
+    print(f"building llama.cpp for CUDA sm_90 here ({jobs} jobs; about 30 min on 2 cores)", flush=True)
     subprocess.run(["bash", str(ROOT / "bench" / "gpu_parallel.sh"), "build", "--src", str(src), "--out", str(out),
                     "--arch", "90", "--jobs", str(jobs), "--", *cmake], check=True)
 

@@ -93,6 +93,7 @@ EOF
   if [ -f "$payload/llama-cuda.tar.xz" ]; then
     tar xJf "$payload/llama-cuda.tar.xz" -C "$STATE" && cat "$cuda/VERSION"
     if check_build "$cuda"; then echo "prebuilt CUDA build: loads"; return 0; fi
+    nvidia-smi -L 2>/dev/null | grep -q "^GPU " || { echo "nvidia-smi lists no GPU: a build here would not help"; return 1; }
     echo "prebuilt CUDA build does not load here: building it here"
     rm -rf "$cuda"
   fi
